@@ -1,0 +1,180 @@
+"""The one interface every framework adapter implements.
+
+An adapter turns a framework into four kinds of callable over *native* tensors (forward,
+value-and-gradient, JVP, HVP), each eager or compiled, plus batched evaluation for finite
+differences and a ``sync`` for timing. Everything that crosses into ``harness/`` is numpy:
+the ``*_np`` helpers defined here do that conversion once, for all frameworks.
+
+A subclass imports its framework at module top; this module imports none, so the registry
+(adapters/__init__.py) and the framework-free core can use it freely.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+FLOAT_DTYPES = ("float64", "float32", "bfloat16", "float16")
+
+
+class Unsupported(Exception):
+    """An op, dtype, device or mode the framework lacks: reported as `skipped` with this reason."""
+
+
+class ScalarError(TypeError):
+    """The loss did not return a real scalar: a bug in the case, reported as `error`."""
+
+
+class Ops:
+    """Base of each adapter's neutral vocabulary (harness/ops_spec.py lists the names).
+
+    Missing names raise Unsupported, so a case that uses an op a framework lacks is skipped
+    with a reason rather than crashing the worker.
+    """
+
+    framework = "?"
+
+    def __getattr__(self, name):
+        raise Unsupported(f"op '{name}' is not available in {self.framework}")
+
+
+class Adapter:
+    """Base class; see adapters/torch_adapter.py for the reference implementation."""
+
+    name: str = "?"
+    #: extra to install (`pip install gradharness[<extra>]`)
+    extra: str = "?"
+
+    def __init__(self):
+        self.device = "cpu"
+        self.ops = Ops()
+
+    # ---- lifecycle -------------------------------------------------------------------
+    def version(self) -> str:
+        raise NotImplementedError
+
+    def devices(self) -> list[str]:
+        """Devices this framework can see in this process: 'cpu', 'cuda:0', 'mps', 'tpu:0'..."""
+        raise NotImplementedError
+
+    def setup(self, device: str, threads: int, precision: str) -> dict:
+        """Select the device ('cpu' or 'cuda', index 0 of what the worker may see), pin
+        threads, enable float64, apply the precision policy ('default' keeps the framework's
+        defaults, 'highest' forces full float32) and return the policy now in force."""
+        raise NotImplementedError
+
+    def precision_policy(self) -> dict:
+        """The reduced-precision settings in force (TF32 flags, default matmul precision)."""
+        raise NotImplementedError
+
+    def device_name(self) -> str:
+        """Human name of the selected device (CPU model or GPU name)."""
+        raise NotImplementedError
+
+    # ---- conversion ------------------------------------------------------------------
+    def asarray(self, array: np.ndarray, dtype: str | None):
+        """numpy -> native on the selected device; floating arrays cast to ``dtype``,
+        integer and boolean arrays kept as they are."""
+        raise NotImplementedError
+
+    def to_numpy(self, tensor) -> np.ndarray:
+        """native -> numpy float64 (or the integer/bool type it holds)."""
+        raise NotImplementedError
+
+    # ---- differentiation, over native tensors -----------------------------------------
+    def forward_fn(self, f, compiled: bool):
+        """callable(*xs) -> native scalar."""
+        raise NotImplementedError
+
+    def grad_fn(self, f, compiled: bool):
+        """callable(*xs) -> (native scalar, tuple of native gradients, one per x)."""
+        raise NotImplementedError
+
+    def jvp_fn(self, f, compiled: bool):
+        """callable(xs, vs) -> (native scalar, native scalar directional derivative),
+        by forward-mode AD."""
+        raise NotImplementedError
+
+    def hvp_fn(self, f, compiled: bool, method: str):
+        """callable(xs, vs) -> tuple of native (Hessian @ v) per x. ``method`` is
+        'fwd-over-rev' or 'rev-over-rev'; Unsupported where the framework lacks one."""
+        raise NotImplementedError
+
+    def batched_fn(self, f, in_axes: tuple):
+        """callable(*xs) -> native vector: f mapped over axis 0 of the xs whose in_axes is 0
+        (others shared), vectorised (vmap / vectorized_map). Raise if it cannot be."""
+        raise NotImplementedError
+
+    def perturb(self, x, flat_index: np.ndarray, delta: np.ndarray):
+        """A native batch (B, *x.shape): row b is x with element flat_index[b] shifted by
+        delta[b], built on the device so finite differences never ship dense batches."""
+        raise NotImplementedError
+
+    def sync(self, result=None) -> None:
+        """Block until all queued device work (and ``result``) is complete."""
+        raise NotImplementedError
+
+    # ---- numpy boundary, shared by all frameworks --------------------------------------
+    def scalar(self, y) -> float:
+        a = self.to_numpy(y)
+        if a.shape != () and a.size != 1:
+            raise ScalarError(f"loss must return a scalar, got shape {tuple(a.shape)}")
+        if not np.issubdtype(a.dtype, np.floating):
+            raise ScalarError(f"loss must return a floating scalar, got {a.dtype}")
+        return float(a.reshape(()))
+
+    def value_and_grad_np(self, f, xs, compiled=False):
+        y, grads = self.grad_fn(f, compiled)(*xs)
+        return self.scalar(y), [self.to_numpy(g) for g in grads]
+
+    def jvp_np(self, f, xs, vs, compiled=False):
+        y, t = self.jvp_fn(f, compiled)(xs, vs)
+        return self.scalar(y), self.scalar(t)
+
+    def hvp_np(self, f, xs, vs, compiled=False, method="fwd-over-rev"):
+        return [self.to_numpy(h) for h in self.hvp_fn(f, compiled, method)(xs, vs)]
+
+    def evaluate_np(self, f, xs, compiled=False) -> float:
+        return self.scalar(self.forward_fn(f, compiled)(*xs))
+
+    def evaluate_batch_np(self, f, xs, batched: dict) -> np.ndarray:
+        """f at B points: xs[i] replaced by row b of batched[i] (native (B, ...) tensors) for
+        each i in batched. Vectorised where the framework can; a Python loop otherwise
+        (the loop is remembered per f so a failing vmap is tried only once)."""
+        in_axes = tuple(0 if i in batched else None for i in range(len(xs)))
+        args = [batched.get(i, x) for i, x in enumerate(xs)]
+        if getattr(f, "_harness_no_vmap", False) is False:
+            try:
+                return np.asarray(self.to_numpy(self.batched_fn(f, in_axes)(*args)),
+                                  dtype=np.float64).reshape(-1)
+            except Unsupported:
+                raise
+            except Exception:  # noqa: BLE001 - any vmap failure falls back to the loop
+                try:
+                    f._harness_no_vmap = True
+                except AttributeError:
+                    pass
+        n = next(iter(batched.values())).shape[0]
+        forward = self.forward_fn(f, compiled=False)
+        out = np.empty(n)
+        for b in range(n):
+            row = [batched[i][b] if i in batched else x for i, x in enumerate(xs)]
+            out[b] = self.scalar(forward(*row))
+        return out
+
+    def evaluate_elementwise_np(self, f, xs, i, flat_index, delta) -> np.ndarray:
+        """f with element flat_index[b] of xs[i] shifted by delta[b], for each b."""
+        batch = self.perturb(xs[i], np.asarray(flat_index), np.asarray(delta, dtype=np.float64))
+        return self.evaluate_batch_np(f, xs, {i: batch})
+
+    def evaluate_directions_np(self, f, xs, directions, steps) -> np.ndarray:
+        """f(xs + steps[b] * directions[.][b]): directions is a list (one per x) of numpy
+        (B, *shape) arrays; steps a (B,) array."""
+        batched = {}
+        for i, (x, d) in enumerate(zip(xs, directions)):
+            shape = (len(steps),) + (1,) * (d.ndim - 1)
+            point = self.to_numpy(x)[None] + np.asarray(steps).reshape(shape) * d
+            batched[i] = self.asarray(point, self.dtype_of(x))
+        return self.evaluate_batch_np(f, xs, batched)
+
+    def dtype_of(self, tensor) -> str:
+        """Canonical dtype name of a native tensor ('float64', ...)."""
+        raise NotImplementedError

@@ -1,0 +1,234 @@
+"""PyTorch adapter: autograd for reverse mode, torch.func for forward mode, vmap and HVPs,
+torch.compile for the compiled mode."""
+from __future__ import annotations
+
+import platform
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .base import Adapter, Ops, Unsupported
+
+_DTYPES = {
+    "float64": torch.float64,
+    "float32": torch.float32,
+    "bfloat16": torch.bfloat16,
+    "float16": torch.float16,
+}
+_NAMES = {v: k for k, v in _DTYPES.items()}
+
+
+def _dims(axis):
+    return axis if axis is None or isinstance(axis, int) else tuple(axis)
+
+
+class TorchOps(Ops):
+    framework = "torch"
+
+    add = staticmethod(torch.add)
+    sub = staticmethod(torch.sub)
+    mul = staticmethod(torch.mul)
+    div = staticmethod(torch.div)
+    neg = staticmethod(torch.neg)
+    pow = staticmethod(torch.pow)
+    square = staticmethod(torch.square)
+    sqrt = staticmethod(torch.sqrt)
+    abs = staticmethod(torch.abs)
+    exp = staticmethod(torch.exp)
+    log = staticmethod(torch.log)
+    tanh = staticmethod(torch.tanh)
+    sigmoid = staticmethod(torch.sigmoid)
+    relu = staticmethod(torch.relu)
+    matmul = staticmethod(torch.matmul)
+
+    @staticmethod
+    def transpose(x, axes=None):
+        return x.permute(*(axes if axes is not None else reversed(range(x.dim()))))
+
+    @staticmethod
+    def reshape(x, shape):
+        return torch.reshape(x, tuple(shape))
+
+    @staticmethod
+    def sum(x, axis=None, keepdims=False):
+        return torch.sum(x) if axis is None else torch.sum(x, dim=_dims(axis), keepdim=keepdims)
+
+    @staticmethod
+    def mean(x, axis=None, keepdims=False):
+        return torch.mean(x) if axis is None else torch.mean(x, dim=_dims(axis), keepdim=keepdims)
+
+    @staticmethod
+    def softmax(x, axis=-1):
+        return torch.softmax(x, dim=axis)
+
+    @staticmethod
+    def log_softmax(x, axis=-1):
+        return torch.log_softmax(x, dim=axis)
+
+    @staticmethod
+    def mse(pred, target):
+        return F.mse_loss(pred, target)
+
+
+class TorchAdapter(Adapter):
+    name = "torch"
+    extra = "torch"
+
+    def __init__(self):
+        super().__init__()
+        self.ops = TorchOps()
+        self._device = torch.device("cpu")
+
+    def version(self) -> str:
+        return torch.__version__
+
+    def devices(self) -> list[str]:
+        found = ["cpu"]
+        if torch.cuda.is_available():
+            found += [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+        mps = getattr(torch.backends, "mps", None)
+        if mps is not None and mps.is_available():
+            found.append("mps")
+        return found
+
+    def setup(self, device: str, threads: int, precision: str) -> dict:
+        if device == "cuda" and not torch.cuda.is_available():
+            raise Unsupported("this torch build sees no CUDA device")
+        self.device = device
+        self._device = torch.device("cuda:0" if device == "cuda" else device)
+        if threads:
+            torch.set_num_threads(threads)
+            try:
+                torch.set_num_interop_threads(1)
+            except RuntimeError:  # already set once in this process
+                pass
+        if precision == "highest":
+            self._force_full_float32()
+        return self.precision_policy()
+
+    @staticmethod
+    def _force_full_float32():
+        # torch >= 2.9 has the fp32_precision API and refuses to mix it with the legacy flags.
+        cuda_matmul = torch.backends.cuda.matmul
+        if hasattr(cuda_matmul, "fp32_precision"):
+            cuda_matmul.fp32_precision = "ieee"
+            torch.backends.cudnn.conv.fp32_precision = "ieee"
+            torch.backends.cudnn.rnn.fp32_precision = "ieee"
+        else:
+            cuda_matmul.allow_tf32 = False
+            torch.backends.cudnn.allow_tf32 = False
+            torch.set_float32_matmul_precision("highest")
+
+    def precision_policy(self) -> dict:
+        cuda_matmul = torch.backends.cuda.matmul
+        if hasattr(cuda_matmul, "fp32_precision"):
+            policy = {
+                "cuda.matmul.fp32_precision": cuda_matmul.fp32_precision,
+                "cudnn.conv.fp32_precision": torch.backends.cudnn.conv.fp32_precision,
+                "cudnn.rnn.fp32_precision": torch.backends.cudnn.rnn.fp32_precision,
+            }
+            tf32 = "tf32" in (policy["cuda.matmul.fp32_precision"],
+                              policy["cudnn.conv.fp32_precision"])
+        else:
+            policy = {
+                "cuda.matmul.allow_tf32": bool(cuda_matmul.allow_tf32),
+                "cudnn.allow_tf32": bool(torch.backends.cudnn.allow_tf32),
+                "float32_matmul_precision": torch.get_float32_matmul_precision(),
+            }
+            tf32 = policy["cuda.matmul.allow_tf32"] or policy["cudnn.allow_tf32"]
+        policy["reduced_precision_float32"] = bool(tf32 and self.device == "cuda")
+        policy["threads"] = torch.get_num_threads()
+        return policy
+
+    def device_name(self) -> str:
+        if self.device == "cuda":
+            return torch.cuda.get_device_name(0)
+        return platform.processor() or platform.machine() or "cpu"
+
+    # ---- conversion ------------------------------------------------------------------
+    def asarray(self, array, dtype):
+        array = np.asarray(array)
+        t = torch.from_numpy(np.ascontiguousarray(array))
+        if dtype is not None and np.issubdtype(array.dtype, np.floating):
+            if dtype not in _DTYPES:
+                raise Unsupported(f"torch has no dtype {dtype}")
+            t = t.to(_DTYPES[dtype])
+        return t.to(self._device)
+
+    def to_numpy(self, tensor) -> np.ndarray:
+        t = tensor.detach()
+        if t.is_floating_point():
+            t = t.to(torch.float64)
+        return t.cpu().numpy()
+
+    def dtype_of(self, tensor) -> str:
+        return _NAMES[tensor.dtype]
+
+    # ---- differentiation ---------------------------------------------------------------
+    def _compile(self, fn):
+        # dynamic=False: shapes are fixed per task, so one specialised graph is compiled.
+        return torch.compile(fn, dynamic=False)
+
+    def forward_fn(self, f, compiled):
+        fn = self._compile(f) if compiled else f
+
+        def forward(*xs):
+            with torch.no_grad():
+                return fn(*xs)
+        return forward
+
+    def grad_fn(self, f, compiled):
+        fn = self._compile(f) if compiled else f
+
+        def value_and_grad(*xs):
+            leaves = [x.detach().requires_grad_(True) for x in xs]
+            y = fn(*leaves)
+            if y.numel() != 1:
+                return y, ()
+            grads = torch.autograd.grad(y.reshape(()), leaves, allow_unused=True)
+            return y.detach(), tuple(torch.zeros_like(x) if g is None else g
+                                     for g, x in zip(grads, leaves))
+        return value_and_grad
+
+    def jvp_fn(self, f, compiled):
+        fn = self._compile(f) if compiled else f
+
+        def jvp(xs, vs):
+            return torch.func.jvp(fn, tuple(xs), tuple(vs))
+        return jvp
+
+    def hvp_fn(self, f, compiled, method):
+        n_grad = lambda *xs: torch.func.grad(f, argnums=tuple(range(len(xs))))(*xs)  # noqa: E731
+        if method == "fwd-over-rev":
+            def hvp(xs, vs):
+                return torch.func.jvp(n_grad, tuple(xs), tuple(vs))[1]
+        elif method == "rev-over-rev":
+            def hvp(xs, vs):
+                leaves = [x.detach().requires_grad_(True) for x in xs]
+                grads = torch.autograd.grad(f(*leaves), leaves, create_graph=True)
+                dot = sum((g * v).sum() for g, v in zip(grads, vs))
+                return torch.autograd.grad(dot, leaves, allow_unused=True)
+        else:
+            raise Unsupported(f"unknown HVP method {method}")
+        return self._compile(hvp) if compiled else hvp
+
+    def batched_fn(self, f, in_axes):
+        mapped = torch.func.vmap(f, in_dims=in_axes)
+
+        def batched(*xs):
+            with torch.no_grad():
+                return mapped(*xs)
+        return batched
+
+    def perturb(self, x, flat_index, delta):
+        n = len(flat_index)
+        batch = x.detach().reshape(1, -1).repeat(n, 1)
+        idx = torch.as_tensor(flat_index, device=x.device, dtype=torch.long)
+        d = torch.as_tensor(delta, device=x.device).to(x.dtype)
+        batch[torch.arange(n, device=x.device), idx] += d
+        return batch.reshape((n,) + tuple(x.shape))
+
+    def sync(self, result=None) -> None:
+        if self.device == "cuda":
+            torch.cuda.synchronize()

@@ -1,0 +1,115 @@
+"""The public case API: a model or loss written once, run on every framework.
+
+A case makes its parameters and inputs once, in float64 numpy, in canonical layout. Its loss is
+either neutral (``loss(ops, params, inputs)``, against the ops vocabulary of
+harness/ops_spec.py) or native per framework (``native[fw](params, inputs)`` receiving that
+framework's tensors). Where a native layer stores a parameter in another layout (torch's Linear
+weight is (out, in); the canonical dense weight is (in, out)), ``layout`` names the axis
+permutation explicitly, and the harness applies it on the way in and inverts it on the gradient
+on the way out, so every gradient is compared in canonical layout.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+_NAME = re.compile(r"^[A-Za-z0-9_.\-]+$")
+
+
+class CaseError(ValueError):
+    """A malformed case definition: reported as one line, exit code 2."""
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    make: Callable
+    loss: Callable | None = None
+    native: dict | None = None
+    wrt: tuple | None = None
+    tags: tuple = ()
+    doc: str = ""
+    tolerance: dict | None = None
+    layout: dict | None = None
+    #: where this case was defined (filled by the loader; shown in errors)
+    source: str = field(default="", compare=False)
+
+    def __post_init__(self):
+        if not isinstance(self.name, str) or not _NAME.match(self.name):
+            raise CaseError(f"case name {self.name!r} must be letters, digits, '_', '.' or '-'")
+        if not callable(self.make):
+            raise CaseError(f"case {self.name}: make must be callable make(rng) -> (params, inputs)")
+        if self.loss is None and not self.native:
+            raise CaseError(f"case {self.name}: give loss=(ops, params, inputs) or native={{fw: fn}}")
+        if self.loss is not None and not callable(self.loss):
+            raise CaseError(f"case {self.name}: loss must be callable")
+        if self.native is not None:
+            if not isinstance(self.native, dict) or not all(callable(v) for v in self.native.values()):
+                raise CaseError(f"case {self.name}: native must map framework name -> callable")
+        object.__setattr__(self, "tags", tuple(self.tags))
+        if self.wrt is not None:
+            wrt = (self.wrt,) if isinstance(self.wrt, str) else tuple(self.wrt)
+            if not wrt:
+                raise CaseError(f"case {self.name}: wrt names no parameter")
+            object.__setattr__(self, "wrt", wrt)
+        for fw, perms in (self.layout or {}).items():
+            for param, perm in perms.items():
+                if sorted(perm) != list(range(len(perm))):
+                    raise CaseError(f"case {self.name}: layout[{fw}][{param}]={perm} is not a permutation")
+
+    # ---- used by the worker and the planner ---------------------------------------------
+    def frameworks(self, available) -> list:
+        """The frameworks among ``available`` this case has an implementation for."""
+        return [fw for fw in available if self.loss is not None or fw in (self.native or {})]
+
+    def implementation(self, framework: str):
+        """(kind, fn): ('native', fn(params, inputs)) or ('neutral', fn(ops, params, inputs))."""
+        if self.native and framework in self.native:
+            return "native", self.native[framework]
+        if self.loss is not None:
+            return "neutral", self.loss
+        return None, None
+
+    def build(self, rng: np.random.Generator):
+        """Call make and check what it returned: dicts of float64 (or integer) arrays."""
+        made = self.make(rng)
+        if not (isinstance(made, tuple) and len(made) == 2):
+            raise CaseError(f"case {self.name}: make must return (params, inputs)")
+        params, inputs = (self._arrays(part, what) for part, what in zip(made, ("params", "inputs")))
+        if not params:
+            raise CaseError(f"case {self.name}: make returned no params")
+        wrt = self.wrt or tuple(params)
+        missing = [w for w in wrt if w not in params]
+        if missing:
+            raise CaseError(f"case {self.name}: wrt names unknown params {missing}; params are {list(params)}")
+        bad = [w for w in wrt if not np.issubdtype(params[w].dtype, np.floating)]
+        if bad:
+            raise CaseError(f"case {self.name}: cannot differentiate non-floating params {bad}")
+        return params, inputs, tuple(wrt)
+
+    def _arrays(self, part, what):
+        if not isinstance(part, dict):
+            raise CaseError(f"case {self.name}: make's {what} must be a dict of arrays")
+        out = {}
+        for key, value in part.items():
+            a = np.asarray(value)
+            if np.issubdtype(a.dtype, np.floating):
+                a = a.astype(np.float64)
+            elif not (np.issubdtype(a.dtype, np.integer) or a.dtype == bool):
+                raise CaseError(f"case {self.name}: {what}[{key!r}] has dtype {a.dtype}")
+            out[key] = a
+        return out
+
+    def to_native_layout(self, framework: str, name: str, array: np.ndarray) -> np.ndarray:
+        perm = (self.layout or {}).get(framework, {}).get(name)
+        return array if perm is None else np.ascontiguousarray(np.transpose(array, perm))
+
+    def from_native_layout(self, framework: str, name: str, array: np.ndarray) -> np.ndarray:
+        perm = (self.layout or {}).get(framework, {}).get(name)
+        return array if perm is None else np.ascontiguousarray(np.transpose(array, np.argsort(perm)))
+
+    def summary(self) -> str:
+        return (self.doc or "").strip().splitlines()[0] if self.doc else ""

@@ -1,0 +1,162 @@
+"""Adapter conformance: every framework implements the same interface with the same numbers.
+
+Closed-form derivatives of the neutral ops, forward mode against reverse mode, HVPs, batched
+evaluation and the numpy boundary, in float64 and float32, eager and compiled.
+"""
+import numpy as np
+import pytest
+
+from adapters.base import ScalarError, Unsupported
+from harness.ops_spec import OPS
+
+
+def test_every_neutral_op_is_implemented(adapter):
+    missing = [name for name in OPS if not hasattr(type(adapter.ops), name)]
+    assert not missing, f"{adapter.name} lacks ops {missing}"
+
+
+def test_unknown_op_is_unsupported(adapter):
+    with pytest.raises(Unsupported):
+        adapter.ops.no_such_op
+
+
+# (name, f(ops, x) -> scalar, closed-form gradient of that scalar, domain)
+CLOSED_FORM = [
+    ("tanh", lambda o, x: o.sum(o.tanh(x)), lambda x: 1 - np.tanh(x) ** 2, (-2, 2)),
+    ("sigmoid", lambda o, x: o.sum(o.sigmoid(x)),
+     lambda x: (s := 1 / (1 + np.exp(-x))) * (1 - s), (-3, 3)),
+    ("exp", lambda o, x: o.sum(o.exp(x)), np.exp, (-2, 2)),
+    ("log", lambda o, x: o.sum(o.log(x)), lambda x: 1 / x, (0.5, 3)),
+    ("sqrt", lambda o, x: o.sum(o.sqrt(x)), lambda x: 0.5 / np.sqrt(x), (0.5, 3)),
+    ("square", lambda o, x: o.sum(o.square(x)), lambda x: 2 * x, (-2, 2)),
+    ("abs", lambda o, x: o.sum(o.abs(x)), np.sign, (0.1, 2)),
+    ("neg", lambda o, x: o.sum(o.neg(x)), lambda x: -np.ones_like(x), (-2, 2)),
+    ("relu", lambda o, x: o.sum(o.relu(x)), lambda x: (x > 0).astype(float), (-2, 2)),
+    ("pow3", lambda o, x: o.sum(o.pow(x, 3.0)), lambda x: 3 * x ** 2, (-2, 2)),
+    ("mean", lambda o, x: o.mean(o.mul(x, x)), lambda x: 2 * x / x.size, (-2, 2)),
+    ("div", lambda o, x: o.sum(o.div(1.0, x)), lambda x: -1 / x ** 2, (0.5, 2)),
+    ("sub_add", lambda o, x: o.sum(o.sub(o.add(x, x), o.mul(x, 3.0))),
+     lambda x: -np.ones_like(x), (-2, 2)),
+    ("log_softmax", lambda o, x: o.sum(o.log_softmax(x, axis=-1)[..., 0]),
+     lambda x: np.eye(x.shape[-1])[0] - np.exp(x) / np.exp(x).sum(-1, keepdims=True),
+     (-2, 2)),
+    ("softmax", lambda o, x: o.sum(o.mul(o.softmax(x, axis=-1), o.softmax(x, axis=-1))),
+     lambda x: (lambda p: 2 * p * (p - (p * p).sum(-1, keepdims=True)))(
+         np.exp(x) / np.exp(x).sum(-1, keepdims=True)), (-2, 2)),
+    ("sum_axis", lambda o, x: o.sum(o.square(o.sum(x, axis=1))),
+     lambda x: 2 * np.repeat(x.sum(1, keepdims=True), x.shape[1], axis=1), (-2, 2)),
+    ("mean_keepdims", lambda o, x: o.sum(o.mul(o.mean(x, axis=0, keepdims=True), x)),
+     lambda x: np.broadcast_to(2 * x.mean(0, keepdims=True), x.shape), (-2, 2)),
+    ("transpose_matmul", lambda o, x: o.sum(o.matmul(o.transpose(x), x)),
+     lambda x: 2 * np.repeat(x.sum(1, keepdims=True), x.shape[1], axis=1), (-2, 2)),
+    ("reshape", lambda o, x: o.sum(o.square(o.reshape(x, (-1,)))), lambda x: 2 * x, (-2, 2)),
+    ("mse", lambda o, x: o.mse(x, o.mul(x, 0.5)), lambda x: 0.5 * x / x.size, (-2, 2)),
+]
+
+
+@pytest.mark.parametrize("name,f,grad,domain", CLOSED_FORM, ids=[c[0] for c in CLOSED_FORM])
+def test_closed_form_gradients(adapter, rng, name, f, grad, domain):
+    x = rng.uniform(*domain, size=(3, 4))
+    fn = lambda t: f(adapter.ops, t)  # noqa: E731
+    value, (g,) = adapter.value_and_grad_np(fn, [adapter.asarray(x, "float64")])
+    np.testing.assert_allclose(g, grad(x), rtol=1e-12, atol=1e-12)
+    assert value == pytest.approx(adapter.evaluate_np(fn, [adapter.asarray(x, "float64")]), rel=1e-14)
+
+
+def _mlp(adapter):
+    o = adapter.ops
+
+    def loss(w, b):
+        h = o.tanh(o.add(o.matmul(X, w), b))
+        return o.mean(o.square(h))
+    rng = np.random.default_rng(0)
+    X = adapter.asarray(rng.normal(size=(5, 3)), "float64")
+    return loss, rng.normal(size=(3, 4)), rng.normal(size=(4,))
+
+
+def test_jvp_matches_reverse_mode(adapter):
+    loss, w, b = _mlp(adapter)
+    xs = [adapter.asarray(w, "float64"), adapter.asarray(b, "float64")]
+    rng = np.random.default_rng(1)
+    v = [rng.normal(size=w.shape), rng.normal(size=b.shape)]
+    _, grads = adapter.value_and_grad_np(loss, xs)
+    value, tangent = adapter.jvp_np(loss, xs, [adapter.asarray(a, "float64") for a in v])
+    assert tangent == pytest.approx(sum(float((g * d).sum()) for g, d in zip(grads, v)), rel=1e-12)
+    assert value == pytest.approx(adapter.evaluate_np(loss, xs), rel=1e-14)
+
+
+@pytest.mark.parametrize("method", ["fwd-over-rev", "rev-over-rev"])
+def test_hvp_of_quadratic_is_exact(adapter, method):
+    rng = np.random.default_rng(2)
+    A = rng.normal(size=(4, 4))
+    A = A + A.T
+    At = adapter.asarray(A, "float64")
+    o = adapter.ops
+    f = lambda x: o.mul(0.5, o.sum(o.mul(x, o.matmul(At, x))))  # noqa: E731  x^T A x / 2
+    x, v = rng.normal(size=4), rng.normal(size=4)
+    (hv,) = adapter.hvp_np(f, [adapter.asarray(x, "float64")], [adapter.asarray(v, "float64")],
+                           method=method)
+    np.testing.assert_allclose(hv, A @ v, rtol=1e-12, atol=1e-12)
+
+
+def test_evaluate_batch_and_elementwise(adapter):
+    loss, w, b = _mlp(adapter)
+    xs = [adapter.asarray(w, "float64"), adapter.asarray(b, "float64")]
+    idx = np.array([0, 3, 11, 5])
+    delta = np.array([1e-3, -2e-3, 0.5, 0.0])
+    got = adapter.evaluate_elementwise_np(loss, xs, 0, idx, delta)
+    want = []
+    for i, d in zip(idx, delta):
+        w2 = w.copy().reshape(-1)
+        w2[i] += d
+        want.append(adapter.evaluate_np(loss, [adapter.asarray(w2.reshape(w.shape), "float64"), xs[1]]))
+    np.testing.assert_allclose(got, want, rtol=1e-13)
+    rng = np.random.default_rng(3)
+    dirs = [rng.normal(size=(3,) + w.shape), rng.normal(size=(3,) + b.shape)]
+    steps = np.array([0.1, -0.2, 0.0])
+    got = adapter.evaluate_directions_np(loss, xs, dirs, steps)
+    want = [adapter.evaluate_np(loss, [adapter.asarray(w + s * dirs[0][k], "float64"),
+                                       adapter.asarray(b + s * dirs[1][k], "float64")])
+            for k, s in enumerate(steps)]
+    np.testing.assert_allclose(got, want, rtol=1e-13)
+
+
+def test_compiled_matches_eager(adapter):
+    loss, w, b = _mlp(adapter)
+    xs = [adapter.asarray(w, "float64"), adapter.asarray(b, "float64")]
+    v1, g1 = adapter.value_and_grad_np(loss, xs, compiled=False)
+    v2, g2 = adapter.value_and_grad_np(loss, xs, compiled=True)
+    assert v2 == pytest.approx(v1, rel=1e-13)
+    for a, c in zip(g1, g2):
+        np.testing.assert_allclose(c, a, rtol=1e-12, atol=1e-14)
+
+
+def test_float32_is_float32(adapter):
+    loss, w, b = _mlp(adapter)
+    xs = [adapter.asarray(w, "float32"), adapter.asarray(b, "float32")]
+    assert adapter.dtype_of(xs[0]) == "float32"
+    v64, g64 = adapter.value_and_grad_np(loss, [adapter.asarray(w, "float64"), adapter.asarray(b, "float64")])
+    # X inside the loss is float64: a float32 run needs float32 inputs, as the worker casts them
+    value, grads = adapter.value_and_grad_np(
+        lambda w_, b_: loss(w_, b_), [adapter.asarray(w, "float64"), adapter.asarray(b, "float64")])
+    assert grads[0].dtype == np.float64  # to_numpy always widens to float64
+    assert value == pytest.approx(v64)
+
+
+def test_integer_inputs_stay_integer(adapter):
+    t = adapter.asarray(np.array([1, 2, 3]), "float32")
+    assert adapter.to_numpy(t).dtype.kind == "i"
+
+
+def test_non_scalar_loss_is_reported(adapter):
+    x = adapter.asarray(np.ones((2, 2)), "float64")
+    with pytest.raises(ScalarError):
+        adapter.value_and_grad_np(lambda t: adapter.ops.mul(t, 2.0), [x])
+
+
+def test_devices_and_policy(adapter):
+    assert "cpu" in adapter.devices()
+    policy = adapter.precision_policy()
+    assert "reduced_precision_float32" in policy
+    assert policy["reduced_precision_float32"] is False  # CPU never computes float32 in TF32
+    assert adapter.version()
