@@ -1,0 +1,129 @@
+"""One task in a worker: build the case on the adapter, differentiate it every way asked,
+and return an observation (JSON-able dict) plus named numpy arrays.
+
+Observations are raw facts (values, gradients, FD estimates, JVPs); verdicts are made later,
+in the parent, by harness/compare.py, which sees every framework at once.
+"""
+from __future__ import annotations
+
+import time
+import zlib
+
+import numpy as np
+
+from . import fd
+from .case import Case
+
+#: above this many differentiated elements, `auto` FD switches from full to directional
+FULL_FD_LIMIT = 20_000
+#: random directions for directional FD and for the forward-mode check
+DIRECTIONS = 4
+
+
+def case_rng(seed: int, case_name: str, purpose: str = "make") -> np.random.Generator:
+    """The same parameters, inputs and directions in every framework and every run."""
+    return np.random.default_rng([seed, zlib.crc32(case_name.encode()), zlib.crc32(purpose.encode())])
+
+
+class Problem:
+    """A case bound to one adapter and dtype: native tensors and the function of the wrt params."""
+
+    def __init__(self, adapter, case: Case, dtype: str, seed: int):
+        self.adapter, self.case, self.dtype = adapter, case, dtype
+        fw = adapter.name
+        params, inputs, self.wrt = case.build(case_rng(seed, case.name))
+        self.canonical = {n: params[n] for n in self.wrt}
+        kind, impl = case.implementation(fw)
+        native = {k: adapter.asarray(case.to_native_layout(fw, k, v), dtype) for k, v in params.items()}
+        tensors_in = {k: adapter.asarray(v, dtype) for k, v in inputs.items()}
+        self.xs = [native[n] for n in self.wrt]
+        wrt = self.wrt
+        ops = adapter.ops
+
+        if kind == "neutral":
+            def f(*ws):
+                return impl(ops, {**native, **dict(zip(wrt, ws))}, tensors_in)
+        else:
+            def f(*ws):
+                return impl({**native, **dict(zip(wrt, ws))}, tensors_in)
+        self.f = f
+
+    def to_canonical(self, arrays):
+        return [self.case.from_native_layout(self.adapter.name, n, a) for n, a in zip(self.wrt, arrays)]
+
+    def to_native(self, arrays, dtype=None):
+        fw = self.adapter.name
+        return [self.adapter.asarray(self.case.to_native_layout(fw, n, a), dtype or self.dtype)
+                for n, a in zip(self.wrt, arrays)]
+
+
+def run(adapter, case: Case, task: dict) -> tuple[dict, dict]:
+    """Compute what ``task`` asks for. Returns (observation, arrays)."""
+    compiled = task["mode"] == "compiled"
+    problem = Problem(adapter, case, task["dtype"], task["seed"])
+    obs = {"params": {n: list(a.shape) for n, a in problem.canonical.items()}}
+    arrays = {}
+
+    value, grads = adapter.value_and_grad_np(problem.f, problem.xs, compiled)
+    grads = problem.to_canonical(grads)
+    obs["value"] = value
+    for name, g in zip(problem.wrt, grads):
+        arrays[f"grad/{name}"] = g
+
+    if task.get("determinism", True):
+        _, again = adapter.value_and_grad_np(problem.f, problem.xs, compiled)
+        again = problem.to_canonical(again)
+        obs["nondeterminism"] = max(float(np.max(np.abs(a - g), initial=0.0))
+                                    for a, g in zip(again, grads))
+
+    if task.get("jvp", True):
+        obs["jvp"] = _jvp(adapter, problem, case, task, grads, compiled)
+
+    if task.get("fd"):
+        obs["fd"] = _finite_differences(adapter, problem, case, task, value, arrays)
+    return obs, arrays
+
+
+def _jvp(adapter, problem, case, task, grads, compiled):
+    """Forward mode along one seeded random direction vs <reverse-mode gradient, v>."""
+    shapes = [g.shape for g in grads]
+    (direction,) = [[d[0] for d in fd.random_directions(case_rng(task["seed"], case.name, "jvp"), shapes, 1)]]
+    value, tangent = adapter.jvp_np(problem.f, problem.xs, problem.to_native(direction), compiled)
+    # what the reverse-mode gradient predicts, and the scale a rounding error is measured against
+    expected = float(sum(np.sum(g * d) for g, d in zip(grads, direction)))
+    scale = float(np.sqrt(sum(np.sum(g * g) for g in grads)))
+    return {"tangent": tangent, "expected": expected, "scale": scale, "value": value}
+
+
+def _finite_differences(adapter, problem, case, task, value, arrays):
+    n = sum(a.size for a in problem.canonical.values())
+    mode = task.get("fd_mode", "auto")
+    if mode == "auto":
+        mode = "full" if n <= FULL_FD_LIMIT else "directional"
+    start = time.perf_counter()
+    native_points = [adapter.to_numpy(x) for x in problem.xs]
+    info = {"mode": mode, "elements": n}
+    if mode == "full":
+        result = fd.full(
+            lambda i, idx, delta: adapter.evaluate_elementwise_np(problem.f, problem.xs, i, idx, delta),
+            native_points, value)
+        for part in ("estimate", "error", "left", "right", "nondiff"):
+            for name, a in zip(problem.wrt, problem.to_canonical(getattr(result, part))):
+                arrays[f"fd_{part}/{name}"] = a
+        info["evaluations"] = result.evaluations
+    else:
+        shapes = [a.shape for a in problem.canonical.values()]
+        directions = fd.random_directions(case_rng(task["seed"], case.name, "fd"), shapes, DIRECTIONS)
+        native_dirs = [np.stack([case.to_native_layout(adapter.name, name, row) for row in d])
+                       for name, d in zip(problem.wrt, directions)]
+        estimate, error = fd.directional(
+            lambda dirs, steps: adapter.evaluate_directions_np(problem.f, problem.xs, dirs, steps),
+            native_points, value, native_dirs)
+        for k in range(DIRECTIONS):
+            for name, d in zip(problem.wrt, directions):
+                arrays[f"fd_direction{k}/{name}"] = d[k]
+        arrays["fd_directional/estimate"] = estimate
+        arrays["fd_directional/error"] = error
+        info["evaluations"] = 4 * DIRECTIONS
+    info["seconds"] = time.perf_counter() - start
+    return info

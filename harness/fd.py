@@ -1,0 +1,132 @@
+"""Finite differences, written once for every framework, over batched evaluation.
+
+Central differences at two steps (h and h/2) give a Richardson-extrapolated derivative with
+O(h^4) truncation error and, from the gap between the two, a per-element *error estimate*.
+The same evaluations also give second-order one-sided derivatives (left and right), which
+expose kinks that a symmetric stencil hides (relu or |x| at 0: the central difference is a
+smooth-looking 0.5 or 0). An element whose one-sided limits disagree, or whose error estimate
+is large against the derivative, is flagged non-differentiable: the checks then judge autodiff
+by the one-sided limits and by cross-framework agreement, never against the FD value.
+
+The evaluation callables come from an adapter (numpy in, numpy out), so this module imports
+no framework.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+EPS64 = float(np.finfo(np.float64).eps)
+#: Richardson of central differences: truncation O(h^4), rounding O(eps/h) => h ~ eps^(1/5)
+BASE_STEP = EPS64 ** 0.2
+#: one row of a perturbed batch holds one copy of the perturbed parameter: cap each chunk
+CHUNK_BYTES = 32 * 2 ** 20
+#: a derivative whose one-sided limits differ by more than this (relative) is a kink
+KINK_RTOL = 1e-4
+#: an error estimate above this fraction of the derivative's scale is no derivative at all
+UNRELIABLE_RTOL = 1e-3
+
+
+@dataclass
+class FDResult:
+    """Per-parameter arrays, in the parameters' own shapes."""
+    estimate: list = field(default_factory=list)   # Richardson derivative
+    error: list = field(default_factory=list)      # error estimate (truncation + rounding)
+    left: list = field(default_factory=list)       # one-sided derivative from below
+    right: list = field(default_factory=list)      # one-sided derivative from above
+    nondiff: list = field(default_factory=list)    # bool: kink, discontinuity or singularity
+    evaluations: int = 0
+
+
+def steps_for(x: np.ndarray) -> np.ndarray:
+    """Per-element step: BASE_STEP relative to the magnitude, absolute below 1. Rounded so that
+    x + h is exact: the step actually taken is the step used."""
+    h = BASE_STEP * np.maximum(np.abs(x), 1.0)
+    return (x + h) - x
+
+
+def full(evaluate_elementwise, params: list, f0: float, chunk_bytes: int = CHUNK_BYTES) -> FDResult:
+    """Every element of every parameter: 4 evaluations each (x +- h, x +- h/2).
+
+    ``evaluate_elementwise(i, flat_index, delta) -> values`` evaluates f with element
+    flat_index[b] of parameter i shifted by delta[b].
+    """
+    result = FDResult()
+    for i, x in enumerate(params):
+        flat = x.reshape(-1)
+        n = flat.size
+        h = steps_for(flat)
+        half = (flat + h / 2) - flat
+        # rows per element: +h, -h, +h/2, -h/2
+        deltas = np.stack([h, -h, half, -half], axis=1)
+        values = np.empty((n, 4))
+        rows = max(4, (chunk_bytes // max(1, flat.nbytes)) // 4 * 4)
+        per_chunk = rows // 4
+        for start in range(0, n, per_chunk):
+            idx = np.arange(start, min(n, start + per_chunk))
+            flat_index = np.repeat(idx, 4)
+            values[idx] = np.asarray(
+                evaluate_elementwise(i, flat_index, deltas[idx].reshape(-1))).reshape(-1, 4)
+        result.evaluations += 4 * n
+        est, err, left, right, nondiff = _combine(values, h, half, f0)
+        for name, arr in (("estimate", est), ("error", err), ("left", left), ("right", right),
+                          ("nondiff", nondiff)):
+            getattr(result, name).append(arr.reshape(x.shape))
+    return result
+
+
+def _combine(values, h, half, f0):
+    fp, fm, fph, fmh = values.T
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        d1 = (fp - fm) / (2 * h)
+        d2 = (fph - fmh) / (2 * half)
+        estimate = d2 + (d2 - d1) / 3
+        # one-sided, second order: (-3 f(x) + 4 f(x + h/2) - f(x + h)) / h
+        right = (-3 * f0 + 4 * fph - fp) / (2 * half)
+        left = (3 * f0 - 4 * fmh + fm) / (2 * half)
+        magnitude = np.maximum.reduce([np.abs(fp), np.abs(fm), np.abs(fph), np.abs(fmh),
+                                       np.full_like(fp, abs(f0))])
+        rounding = 8 * EPS64 * magnitude / half
+        truncation = np.abs(d2 - d1) / 3
+        error = truncation + rounding
+        scale = np.maximum(np.abs(left), np.abs(right))
+        # smooth f: the one-sided O(h^2) errors cancel in right - left, leaving O(h^3)
+        kink = np.abs(right - left) > KINK_RTOL * scale + 10 * rounding + 1e3 * truncation
+        # a jump or a singularity: the two central steps disagree (noise alone is not that)
+        broken = truncation > UNRELIABLE_RTOL * np.maximum(np.abs(estimate), _floor(estimate))
+        nondiff = kink | broken | ~np.isfinite(estimate)
+    return estimate, error, left, right, nondiff
+
+
+def _floor(estimate):
+    """A scale below which a derivative counts as zero: a millionth of the largest."""
+    finite = np.abs(estimate[np.isfinite(estimate)])
+    return (finite.max() if finite.size else 1.0) * 1e-6 + 1e-300
+
+
+def directional(evaluate_directions, params: list, f0: float, directions: list) -> tuple:
+    """Richardson derivative of f along each direction (a list over params of (k, *shape)
+    arrays). Returns (estimate (k,), error (k,)). Step relative to the point's scale."""
+    k = directions[0].shape[0]
+    scale = max(1.0, max(float(np.abs(p).max(initial=0.0)) for p in params))
+    h = BASE_STEP * scale
+    steps = np.array([h, -h, h / 2, -h / 2])
+    values = np.empty((k, 4))
+    for j in range(k):
+        dirs = [np.repeat(d[j][None], 4, axis=0) for d in directions]
+        values[j] = evaluate_directions(dirs, steps)
+    fp, fm, fph, fmh = values.T
+    d1 = (fp - fm) / (2 * h)
+    d2 = (fph - fmh) / h
+    estimate = d2 + (d2 - d1) / 3
+    magnitude = np.max(np.abs(values), axis=1)
+    error = np.abs(d2 - d1) / 3 + 8 * EPS64 * np.maximum(magnitude, abs(f0)) / (h / 2)
+    return estimate, error
+
+
+def random_directions(rng: np.random.Generator, shapes: list, k: int) -> list:
+    """k random directions of unit norm over all parameters together."""
+    raw = [rng.standard_normal((k,) + tuple(s)) for s in shapes]
+    norm = np.sqrt(sum((r.reshape(k, -1) ** 2).sum(axis=1) for r in raw))
+    return [r / norm.reshape((k,) + (1,) * len(s)) for r, s in zip(raw, shapes)]
