@@ -112,6 +112,20 @@ class Adapter:
         """Block until all queued device work (and ``result``) is complete."""
         raise NotImplementedError
 
+    #: fragments of framework error messages that mean "this transform is not supported for
+    #: this function" (e.g. forward mode through a reverse-only custom gradient)
+    UNSUPPORTED_PATTERNS: tuple = ()
+
+    def unsupported_reason(self, exc: Exception) -> str | None:
+        """A one-line reason when ``exc`` says a transform is unsupported, else None."""
+        if isinstance(exc, Unsupported):
+            return str(exc)
+        text = str(exc)
+        for pattern in self.UNSUPPORTED_PATTERNS:
+            if pattern in text:
+                return f"{self.name} cannot apply this transform here: {text.strip().splitlines()[0][:300]}"
+        return None
+
     # ---- numpy boundary, shared by all frameworks --------------------------------------
     def scalar(self, y) -> float:
         a = self.to_numpy(y)

@@ -83,6 +83,7 @@ class JaxOps(Ops):
 class JaxAdapter(Adapter):
     name = "jax"
     extra = "jax"
+    UNSUPPORTED_PATTERNS = ("can't apply forward-mode autodiff", "custom_vjp", "not supported for forward-mode")
 
     def __init__(self):
         super().__init__()

@@ -95,6 +95,7 @@ class TensorflowOps(Ops):
 class TensorflowAdapter(Adapter):
     name = "tensorflow"
     extra = "tensorflow"
+    UNSUPPORTED_PATTERNS = ("ForwardAccumulator", "forward-mode", "not supported in forward")
 
     def __init__(self):
         super().__init__()

@@ -74,6 +74,8 @@ class TorchOps(Ops):
 class TorchAdapter(Adapter):
     name = "torch"
     extra = "torch"
+    UNSUPPORTED_PATTERNS = ("functorch transforms", "forward AD", "setup_context", "jvp is not implemented",
+                            "Trying to use forward AD", "not implemented for forward")
 
     def __init__(self):
         super().__init__()

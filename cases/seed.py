@@ -42,7 +42,8 @@ def _keras_modules(dtype):
     import keras
     dense = keras.layers.Dense(OUT_FEATURES, dtype=dtype)
     dense.build((None, IN_FEATURES))
-    return dense, keras.losses.MeanSquaredError()
+    # a Keras loss computes in floatx (float32) unless told otherwise
+    return dense, keras.losses.MeanSquaredError(dtype=dtype)
 
 
 def tensorflow_loss(params, inputs):

@@ -77,11 +77,23 @@ def run(adapter, case: Case, task: dict) -> tuple[dict, dict]:
                                     for a, g in zip(again, grads))
 
     if task.get("jvp", True):
-        obs["jvp"] = _jvp(adapter, problem, case, task, grads, compiled)
+        obs["jvp"] = _guarded(adapter, _jvp, adapter, problem, case, task, grads, compiled)
 
     if task.get("fd"):
-        obs["fd"] = _finite_differences(adapter, problem, case, task, value, arrays)
+        obs["fd"] = _guarded(adapter, _finite_differences, adapter, problem, case, task, value, arrays)
     return obs, arrays
+
+
+def _guarded(adapter, check, *args):
+    """One check failing must not cost the task its other results: a transform the function
+    does not support (forward mode through a custom reverse-only gradient) is `skipped`,
+    anything else an `error`, each with its reason."""
+    try:
+        return check(*args)
+    except Exception as exc:  # noqa: BLE001
+        reason = adapter.unsupported_reason(exc)
+        status = "skipped" if reason else "error"
+        return {"status": status, "reason": reason or f"{type(exc).__name__}: {exc}".strip()[:500]}
 
 
 def _jvp(adapter, problem, case, task, grads, compiled):

@@ -1,0 +1,175 @@
+"""Command line: `python -m harness run | list`.
+
+Exit codes: 0 nothing diverged; 1 a gradient diverged, was NaN where its reference is not,
+or a task failed with an error; 2 bad usage (unknown case, framework, device, dtype or flag;
+a missing or malformed case file; no framework installed). Usage errors are one line on
+stderr and leave nothing on disk.
+"""
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+import time
+
+from adapters import FRAMEWORKS
+
+from . import devices as device_discovery
+from .case import CaseError
+from .loader import builtin_cases, select
+from .ops_spec import OPS
+from .tolerance import DTYPE_TOLERANCE
+
+MODES = ("eager", "compiled")
+PRECISIONS = ("default", "highest")
+
+
+class UsageError(Exception):
+    pass
+
+
+def _csv(value: str) -> list:
+    return [t.strip() for t in value.split(",") if t.strip()]
+
+
+def _choose(value: str, allowed, what: str) -> list:
+    picked = _csv(value)
+    unknown = [p for p in picked if p not in allowed]
+    if unknown:
+        raise UsageError(f"unknown {what} {unknown[0]!r} (choose from {', '.join(allowed)})")
+    if not picked:
+        raise UsageError(f"no {what} given")
+    return picked
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m harness",
+        description="Do PyTorch, JAX and TensorFlow compute the same gradients? Each case runs on every "
+                    "framework in its own worker; every gradient is held against finite differences, "
+                    "forward mode, a float64 reference and the other frameworks.",
+        epilog="exit codes: 0 all agree, 1 something diverged (or errored), 2 bad usage")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run cases and write reports/<run-id>/report.md",
+                         description="Run cases on every installed framework and write report.md, "
+                                     "results.jsonl and observations under reports/<run-id>/ "
+                                     "(reports/latest points at it).")
+    run.add_argument("--cases", metavar="SPEC",
+                     help="comma-separated built-in names, tags, globs or case files (.py); "
+                          "default: the cases tagged 'default'")
+    run.add_argument("--all", action="store_true", help="every built-in case")
+    run.add_argument("--quick", action="store_true", help="a small, fast subset (cases tagged 'quick')")
+    run.add_argument("--frameworks", default=None,
+                     help=f"comma-separated, from {', '.join(FRAMEWORKS)} (default: every installed one)")
+    run.add_argument("--devices", default="cpu", help="cpu, cuda, cuda:N or all (default: cpu)")
+    run.add_argument("--dtypes", default="float64,float32",
+                     help=f"comma-separated, from {', '.join(DTYPE_TOLERANCE)} (default: float64,float32)")
+    run.add_argument("--modes", default="eager", help="eager, compiled or both (default: eager)")
+    run.add_argument("--precision", default="default",
+                     help="default (each framework's own float32 policy, e.g. TF32 on GPUs), highest "
+                          "(full float32), or both to confirm precision-policy causes (default: default)")
+    run.add_argument("--seed", type=int, default=0, help="seed for parameters, inputs and directions")
+    run.add_argument("--out", metavar="DIR", help="write the run here instead of reports/<run-id>")
+    run.add_argument("--fd", dest="fd_mode", default="auto", choices=("auto", "full", "directional"),
+                     help="finite differences over every element (full), along random directions, "
+                          "or full up to 20000 elements (auto)")
+    run.add_argument("--jobs", type=int, default=1,
+                     help="worker processes at once (default 1: fair timings and memory)")
+    run.add_argument("--threads", type=int, default=0, help="threads per worker (default: framework default)")
+    run.add_argument("--timeout", type=float, default=600.0,
+                     help="seconds one task may take before its worker is killed (default 600)")
+    run.add_argument("--quiet", action="store_true", help="no progress lines")
+
+    sub.add_parser("list", help="cases, frameworks and devices this machine can run (imports no framework)")
+    return parser
+
+
+def settings_from(args, argv) -> "Settings":
+    from .session import Settings
+
+    if args.frameworks is None:
+        frameworks = [fw for fw, info in FRAMEWORKS.items() if info.installed()]
+        if not frameworks:
+            raise UsageError("no framework is installed: " + "; ".join(i.install for i in FRAMEWORKS.values()))
+        missing = {}
+    else:
+        frameworks = _choose(args.frameworks, FRAMEWORKS, "framework")
+        missing = {fw: FRAMEWORKS[fw].install for fw in frameworks if not FRAMEWORKS[fw].installed()}
+    try:
+        devices = device_discovery.resolve(args.devices)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    if args.jobs < 1:
+        raise UsageError("--jobs must be at least 1")
+    if args.timeout <= 0:
+        raise UsageError("--timeout must be positive")
+    cases = select(args.cases, everything=args.all, quick=args.quick)
+    if not cases:
+        raise UsageError("the selection matches no case")
+    return Settings(
+        cases=cases, frameworks=frameworks, devices=devices,
+        dtypes=_choose(args.dtypes, DTYPE_TOLERANCE, "dtype"), modes=_choose(args.modes, MODES, "mode"),
+        precisions=_choose(args.precision, PRECISIONS, "precision"), seed=args.seed, out=args.out,
+        jobs=args.jobs, threads=args.threads, timeout=args.timeout, fd_mode=args.fd_mode, quiet=args.quiet,
+        command="python -m harness " + " ".join(shlex.quote(a) for a in argv), missing=missing)
+
+
+def cmd_run(args, argv) -> int:
+    from . import report, session
+
+    settings = settings_from(args, argv)
+    if settings.out is not None:
+        from pathlib import Path
+        settings.out = Path(settings.out)
+        if settings.out.exists() and any(settings.out.iterdir()):
+            raise UsageError(f"--out {settings.out} exists and is not empty")
+    for fw, hint in settings.missing.items():
+        print(f"note: {fw} is not installed, its rows are skipped. Install: {hint}", file=sys.stderr)
+    run_dir, records, meta = session.execute(settings, log=(lambda m: print(m, file=sys.stderr)))
+    print(report.console_summary(records, meta))
+    print(f"report: {run_dir / 'report.md'}")
+    print(f"results: {run_dir / 'results.jsonl'}")
+    bad = [r for r in records if r["verdict"] in ("diverge", "nan", "error")]
+    return 1 if bad else 0
+
+
+def cmd_list(args) -> int:
+    from tabulate import tabulate
+
+    start = time.perf_counter()
+    cases = builtin_cases()
+    print(tabulate([[c.name, ", ".join(c.tags), c.summary()] for c in cases],
+                   headers=["case", "tags", "description"], tablefmt="simple"))
+    tags = {}
+    for c in cases:
+        for t in c.tags:
+            tags[t] = tags.get(t, 0) + 1
+    print("\ntags: " + ", ".join(f"{t} ({n})" for t, n in sorted(tags.items())))
+    print()
+    rows = [[fw, "yes" if info.installed() else "no", info.version() or "", "" if info.installed() else info.install]
+            for fw, info in FRAMEWORKS.items()]
+    print(tabulate(rows, headers=["framework", "installed", "version", "install with"], tablefmt="simple"))
+    names = dict(device_discovery.cuda_devices())
+    print()
+    print(tabulate([[d, names.get(d, "host CPU")] for d in device_discovery.available()],
+                   headers=["device", "name"], tablefmt="simple"))
+    print(f"\nneutral ops: {len(OPS)} ({', '.join(OPS)})")
+    print(f"({time.perf_counter() - start:.2f}s, no framework imported)")
+    return 0
+
+
+def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "list":
+            return cmd_list(args)
+        return cmd_run(args, argv)
+    except (UsageError, CaseError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

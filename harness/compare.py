@@ -1,0 +1,367 @@
+"""Verdicts: every observation held against finite differences, its own forward mode, the
+float64 reference and the other frameworks. Framework-free; sees all frameworks at once.
+
+Checks (the ``check`` field of a record):
+  run          a task that could not run: error or skipped, with the reason
+  fd           reverse-mode gradient vs finite differences (float64, CPU, eager)
+  jvp          forward-mode JVP along a random direction vs <reverse-mode gradient, direction>
+  determinism  the same gradient computed twice
+  reference    a gradient at another dtype/device/mode vs the same framework's float64 reference
+  pairwise     framework vs framework at the same device, dtype, mode and precision
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from itertools import combinations
+
+import numpy as np
+
+from .plan import REFERENCE
+from .tolerance import FD_ERROR_SAFETY, Tolerance, lookup
+
+CAUSES = {
+    "ad-bug": "autodiff disagrees with finite differences at a point where the function is smooth",
+    "nondiff-convention": "the point is not differentiable and frameworks pick different (sub)gradients there",
+    "precision-policy": "float32 work ran in reduced precision (TF32 or a bf16 matmul pass) under the framework's default policy",
+    "default-semantics": "the case compares native defaults that differ between frameworks (an approximation, an epsilon)",
+    "nan-propagation": "NaN or inf in one result only (e.g. from an unselected `where` branch)",
+    "nondeterminism": "the same computation twice gave different gradients",
+}
+
+#: same computation twice may differ by this much (relative to the gradient's scale) before it
+#: counts as nondeterministic: 0 on CPU, where every framework here is bitwise reproducible
+NONDET_RTOL = {"cpu": 0.0}
+NONDET_RTOL_ACCELERATOR = 1e-6
+
+
+@dataclass
+class Comparison:
+    verdict: str                 # pass | diverge | nan
+    max_abs_err: float
+    max_rel_err: float           # max |got - expected| / scale: error relative to the gradient's size
+    worst_index: list
+    got: float | None
+    expected: float | None
+    elements: int
+    bad_elements: int
+    nondiff_elements: int = 0
+    fd_err: float | None = None
+    outside_hull: int = 0        # nondiff elements whose autodiff value is outside the one-sided limits
+    nonfinite_side: str = ""
+
+
+def _index(flat_index: int, shape) -> list:
+    return [int(i) for i in np.unravel_index(flat_index, shape)] if shape else []
+
+
+def compare_arrays(got, expected, tol: Tolerance, scale: float, fd_error=None, nondiff=None,
+                   left=None, right=None) -> Comparison:
+    """Elementwise: |got - expected| <= atol * scale + rtol * |expected| (+ FD's error estimate).
+
+    Where ``nondiff`` marks an element, the FD value is no derivative: the element passes when
+    autodiff lies within the one-sided limits [left, right] (any subgradient convention), and
+    counts as ``outside_hull`` otherwise.
+    """
+    got = np.asarray(got, dtype=np.float64)
+    expected = np.asarray(expected, dtype=np.float64)
+    shape = expected.shape
+    g, e = got.reshape(-1), expected.reshape(-1)
+    finite_g, finite_e = np.isfinite(g), np.isfinite(e)
+    same_nonfinite = (~finite_g & ~finite_e) & ((g == e) | (np.isnan(g) & np.isnan(e)))
+    mismatch_nonfinite = (finite_g != finite_e) | ((~finite_g & ~finite_e) & ~same_nonfinite)
+    with np.errstate(invalid="ignore", over="ignore"):
+        err = np.where(finite_g & finite_e, np.abs(g - e), 0.0)
+        allowed = tol.atol * scale + tol.rtol * np.where(finite_e, np.abs(e), 0.0)
+        if fd_error is not None:
+            allowed = allowed + FD_ERROR_SAFETY * np.nan_to_num(np.asarray(fd_error).reshape(-1), posinf=0.0)
+        bad = err > allowed
+        nd_count = hull_bad = 0
+        if nondiff is not None:
+            nd = np.asarray(nondiff, dtype=bool).reshape(-1)
+            lo = np.minimum(left.reshape(-1), right.reshape(-1)) - allowed
+            hi = np.maximum(left.reshape(-1), right.reshape(-1)) + allowed
+            inside = (g >= lo) & (g <= hi)
+            hull_bad = int(np.sum(nd & ~inside & finite_g))
+            bad = np.where(nd, ~inside & finite_g, bad)
+            err = np.where(nd & inside, 0.0, err)
+            nd_count = int(nd.sum())
+    bad = bad | mismatch_nonfinite
+    ratio = np.where(mismatch_nonfinite, np.inf, err / np.maximum(allowed, 1e-300))
+    worst = int(np.argmax(ratio)) if ratio.size else 0
+    verdict = "nan" if mismatch_nonfinite.any() else ("diverge" if bad.any() else "pass")
+    side = ""
+    if mismatch_nonfinite.any():
+        side = "got" if (~finite_g & finite_e).any() else "expected"
+    max_abs = float(err.max(initial=0.0))
+    return Comparison(
+        verdict=verdict, max_abs_err=max_abs, max_rel_err=max_abs / scale if scale else max_abs,
+        worst_index=_index(worst, shape), got=float(g[worst]) if g.size else None,
+        expected=float(e[worst]) if e.size else None, elements=int(g.size), bad_elements=int(bad.sum()),
+        nondiff_elements=nd_count, outside_hull=hull_bad, nonfinite_side=side,
+        fd_err=float(np.asarray(fd_error).reshape(-1)[worst]) if fd_error is not None and g.size else None)
+
+
+def gradient_scale(arrays: dict) -> float:
+    """The size of a whole gradient (largest finite magnitude over all its parameters)."""
+    finite = [np.abs(a[np.isfinite(a)]).max() for a in arrays.values() if np.isfinite(a).any()]
+    scale = max(finite, default=0.0)
+    return float(scale) if scale > 0 else 1.0
+
+
+class Observation:
+    """One task's answer as the parent sees it, with its arrays loaded on demand."""
+
+    def __init__(self, row: dict, arrays_dir):
+        self.row = row
+        self._arrays_dir = arrays_dir
+        self._arrays = None
+
+    def __getattr__(self, key):
+        try:
+            return self.row[key]
+        except KeyError:
+            raise AttributeError(key) from None
+
+    @property
+    def ok(self) -> bool:
+        return self.row.get("status") == "ok"
+
+    @property
+    def key(self) -> tuple:
+        return (self.case, self.framework, self.device, self.dtype, self.mode, self.precision)
+
+    def arrays(self, prefix: str) -> dict:
+        if self._arrays is None:
+            name = self.row.get("arrays")
+            self._arrays = dict(np.load(self._arrays_dir / name)) if name else {}
+        return {k.split("/", 1)[1]: v for k, v in self._arrays.items() if k.startswith(prefix + "/")}
+
+    @property
+    def grads(self) -> dict:
+        return self.arrays("grad")
+
+    @property
+    def reduced_precision(self) -> bool:
+        return bool((self.row.get("policy") or {}).get("reduced_precision_float32")) and self.dtype == "float32"
+
+
+def _base_record(obs: Observation, check: str, param: str) -> dict:
+    return {
+        "case": obs.case, "framework": obs.framework, "framework_version": obs.row.get("version"),
+        "device": obs.device, "device_name": obs.row.get("device_name"), "dtype": obs.dtype,
+        "mode": obs.mode, "precision": obs.precision, "check": check, "param": param,
+        "policy": obs.row.get("policy") or {},
+    }
+
+
+def _record(obs, check, param, comparison: Comparison, tol: Tolerance, **extra) -> dict:
+    rec = _base_record(obs, check, param)
+    rec.update(verdict=comparison.verdict, cause=None, max_abs_err=comparison.max_abs_err,
+               max_rel_err=comparison.max_rel_err, worst_index=comparison.worst_index,
+               got=comparison.got, expected=comparison.expected, atol=tol.atol, rtol=tol.rtol,
+               elements=comparison.elements, bad_elements=comparison.bad_elements,
+               nondiff_elements=comparison.nondiff_elements, fd_err=comparison.fd_err, message="")
+    rec.update(extra)
+    if comparison.verdict == "nan":
+        rec["cause"] = "nan-propagation"
+    return rec
+
+
+def build_records(rows: list, cases: dict, arrays_dir) -> list:
+    """All check records for a run's observations. ``cases`` maps name -> Case (for tolerances
+    and tags); a case no longer loadable is judged with the default tables."""
+    observations = [Observation(r, arrays_dir) for r in rows]
+    records = []
+    by_key = {o.key: o for o in observations}
+    reference_of = {}
+    for o in observations:
+        if o.ok and all(getattr(o, k) == v for k, v in REFERENCE.items()):
+            reference_of[(o.case, o.framework)] = o
+    fd_verdicts = {}
+    for o in observations:
+        case = cases.get(o.case)
+        overrides = getattr(case, "tolerance", None)
+        if not o.ok:
+            rec = _base_record(o, "run", "*")
+            rec.update(verdict=o.row.get("status", "error"), cause=None, message=o.row.get("reason", ""),
+                       traceback=o.row.get("traceback", ""))
+            records.append(rec)
+            continue
+        records += _determinism(o)
+        if not _stage_failed(o, "jvp", records):
+            records += _jvp(o, lookup(o.dtype, overrides))
+        if o.row.get("fd") and not _stage_failed(o, "fd", records):
+            fd_records = _fd(o, lookup("float64", overrides, key="fd"))
+            fd_verdicts[(o.case, o.framework)] = fd_records
+            records += fd_records
+        ref = reference_of.get((o.case, o.framework))
+        if ref is not None and ref is not o:
+            records += _against(o, ref, "reference", lookup(o.dtype, overrides))
+    # framework vs framework at the same device, dtype, mode and precision
+    groups: dict = {}
+    for o in observations:
+        if o.ok:
+            groups.setdefault((o.case, o.device, o.dtype, o.mode, o.precision), []).append(o)
+    for members in groups.values():
+        members.sort(key=lambda o: o.framework)
+        for a, b in combinations(members, 2):
+            overrides = getattr(cases.get(a.case), "tolerance", None)
+            records += _against(a, b, "pairwise", lookup(a.dtype, overrides), other=b)
+    _label_causes(records, cases, reference_of, fd_verdicts)
+    _confirm_policy(records)
+    return records
+
+
+def _stage_failed(o: Observation, stage: str, records: list) -> bool:
+    """A check that could not run in the worker becomes its own skipped/error record."""
+    info = o.row.get(stage)
+    if not isinstance(info, dict) or info.get("status") not in ("skipped", "error"):
+        return False
+    rec = _base_record(o, stage, "*")
+    rec.update(verdict=info["status"], cause=None, message=info.get("reason", ""))
+    records.append(rec)
+    return True
+
+
+def _determinism(o: Observation) -> list:
+    if "nondeterminism" not in o.row:
+        return []
+    scale = gradient_scale(o.grads)
+    rtol = NONDET_RTOL.get(o.device, NONDET_RTOL_ACCELERATOR)
+    diff = float(o.nondeterminism)
+    verdict = "pass" if diff <= rtol * scale else "diverge"
+    rec = _base_record(o, "determinism", "*")
+    rec.update(verdict=verdict, cause="nondeterminism" if verdict != "pass" else None,
+               max_abs_err=diff, max_rel_err=diff / scale, atol=rtol, rtol=0.0,
+               message="" if verdict == "pass" else "two identical gradient computations differ")
+    return [rec]
+
+
+def _jvp(o: Observation, tol: Tolerance) -> list:
+    j = o.row.get("jvp")
+    if not j:
+        return []
+    comparison = compare_arrays(np.array([j["tangent"]]), np.array([j["expected"]]), tol, j["scale"] or 1.0)
+    rec = _record(o, "jvp", "*", comparison, tol)
+    rec["worst_index"] = []
+    return [rec]
+
+
+def _fd(o: Observation, tol: Tolerance) -> list:
+    grads = o.grads
+    scale = gradient_scale(grads)
+    info = o.row["fd"]
+    if info.get("mode") == "directional":
+        est = o.arrays("fd_directional")
+        k = len(est["estimate"])
+        got = np.array([sum(float(np.sum(grads[p] * d)) for p, d in o.arrays(f"fd_direction{i}").items())
+                        for i in range(k)])
+        norm = float(np.sqrt(sum(np.sum(g * g) for g in grads.values())))
+        comparison = compare_arrays(got, est["estimate"], tol, norm or 1.0, fd_error=est["error"])
+        rec = _record(o, "fd", "*", comparison, tol, fd_mode="directional",
+                      message=f"{k} random directions")
+        return [rec]
+    estimate, error = o.arrays("fd_estimate"), o.arrays("fd_error")
+    left, right, nondiff = o.arrays("fd_left"), o.arrays("fd_right"), o.arrays("fd_nondiff")
+    out = []
+    for param, g in grads.items():
+        comparison = compare_arrays(g, estimate[param], tol, scale, fd_error=error[param],
+                                    nondiff=nondiff[param], left=left[param], right=right[param])
+        rec = _record(o, "fd", param, comparison, tol, fd_mode="full")
+        if comparison.nondiff_elements:
+            rec["message"] = (f"{comparison.nondiff_elements} non-differentiable element(s) judged by "
+                              f"one-sided limits")
+        if comparison.verdict == "diverge":
+            if comparison.outside_hull and comparison.outside_hull == comparison.bad_elements:
+                rec["cause"] = "nondiff-convention"
+                rec["message"] = "autodiff lies outside the one-sided limits at a non-differentiable point"
+            else:
+                rec["cause"] = "ad-bug"
+        out.append(rec)
+    return out
+
+
+def _against(o: Observation, ref: Observation, check: str, tol: Tolerance, other=None) -> list:
+    got, expected = o.grads, ref.grads
+    scale = gradient_scale(expected)
+    out = []
+    for param, g in got.items():
+        if param not in expected or expected[param].shape != g.shape:
+            continue
+        comparison = compare_arrays(g, expected[param], tol, scale)
+        rec = _record(o, check, param, comparison, tol)
+        if other is not None:
+            rec.update(other_framework=other.framework, other_framework_version=other.row.get("version"),
+                       other_policy=other.row.get("policy") or {})
+        else:
+            rec["reference"] = f"{ref.framework} float64 cpu eager"
+        out.append(rec)
+    return out
+
+
+def _label_causes(records, cases, reference_of, fd_verdicts):
+    """Name a cause for each failing record where the evidence allows."""
+    for rec in records:
+        if rec["verdict"] not in ("diverge", "nan") or rec.get("cause") in ("ad-bug", "nondiff-convention",
+                                                                             "nondeterminism"):
+            continue
+        if rec["verdict"] == "nan":
+            rec["cause"] = "nan-propagation"
+            continue
+        case = cases.get(rec["case"])
+        tags = getattr(case, "tags", ())
+        frameworks = [rec["framework"]] + ([rec["other_framework"]] if rec.get("other_framework") else [])
+        # a framework whose own autodiff fails its FD check explains a disagreement with it
+        buggy = [fw for fw in frameworks
+                 if any(r["verdict"] != "pass" and r.get("cause") == "ad-bug"
+                        for r in fd_verdicts.get((rec["case"], fw), []))]
+        if buggy:
+            rec["cause"] = "ad-bug"
+            rec["message"] = f"{', '.join(buggy)} fails its finite-difference check"
+            continue
+        if rec["check"] in ("pairwise", "reference") and _at_kinks(rec, reference_of, frameworks):
+            rec["cause"] = "nondiff-convention"
+            rec["message"] = "differs only at non-differentiable elements"
+            continue
+        reduced = [fw for fw, pol in ((rec["framework"], rec.get("policy")),
+                                      (rec.get("other_framework"), rec.get("other_policy")))
+                   if fw and (pol or {}).get("reduced_precision_float32") and rec["dtype"] == "float32"]
+        if reduced:
+            rec["cause"] = "precision-policy"
+            rec["message"] = f"{', '.join(reduced)} computed float32 in reduced precision (TF32-style policy)"
+            continue
+        if "default-semantics" in tags:
+            rec["cause"] = "default-semantics"
+
+
+def _at_kinks(rec, reference_of, frameworks) -> bool:
+    """Is the worst element one that finite differences found non-differentiable?"""
+    for fw in frameworks:
+        ref = reference_of.get((rec["case"], fw))
+        if ref is None or not ref.row.get("fd") or rec["param"] == "*":
+            continue
+        mask = ref.arrays("fd_nondiff").get(rec["param"])
+        if mask is not None and mask.size and rec["worst_index"] is not None:
+            if bool(mask.reshape(mask.shape)[tuple(rec["worst_index"])]):
+                return True
+    return False
+
+
+def _confirm_policy(records):
+    """A precision-policy divergence that vanishes under --precision highest is confirmed."""
+    def key(r):
+        return (r["case"], r["framework"], r.get("other_framework"), r["device"], r["dtype"], r["mode"],
+                r["check"], r["param"])
+    highest = {key(r): r for r in records if r.get("precision") == "highest"}
+    for rec in records:
+        if rec.get("cause") != "precision-policy" or rec["precision"] != "default":
+            continue
+        twin = highest.get(key(rec))
+        if twin is None:
+            rec["message"] += "; rerun with --precision default,highest to confirm"
+        elif twin["verdict"] == "pass":
+            rec["message"] += (f"; confirmed: passes under --precision highest "
+                               f"(max rel err {twin['max_rel_err']:.1e})")
+        else:
+            rec["cause"] = None
+            rec["message"] += "; but it persists under --precision highest, so the policy is not the cause"

@@ -1,0 +1,73 @@
+"""The results file: one JSON object a line, schema-versioned; and the run's metadata.
+
+results.jsonl is the harness's API (README: "results.jsonl schema"). Every record carries
+``schema`` and ``run_id``; readers must ignore fields they do not know. Files are written to a
+temporary name and renamed, so a reader never sees half a file.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+
+SCHEMA = 1
+
+#: fields every record has (others depend on the check)
+FIELDS = ("schema", "run_id", "case", "framework", "framework_version", "device", "device_name",
+          "dtype", "mode", "precision", "check", "param", "verdict", "cause", "max_abs_err",
+          "max_rel_err", "worst_index", "got", "expected", "atol", "rtol", "message")
+
+VERDICTS = ("pass", "diverge", "nan", "error", "skipped")
+
+
+def _clean(value):
+    """JSON has no inf/nan: write them as strings a reader can parse back with float()."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    return value
+
+
+def normalise(record: dict, run_id: str) -> dict:
+    out = {"schema": SCHEMA, "run_id": run_id}
+    for key in FIELDS[2:]:
+        out[key] = record.get(key)
+    for key, value in record.items():
+        out.setdefault(key, value)
+    return _clean(out)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp.{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def write_jsonl(path: Path, rows) -> None:
+    atomic_write_text(path, "".join(json.dumps(r, sort_keys=False) + "\n" for r in rows))
+
+
+def read_jsonl(path: Path) -> list:
+    rows = []
+    with open(path) as fh:
+        for number, line in enumerate(fh, 1):
+            if line.strip():
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError as exc:
+                    raise ValueError(f"{path}:{number}: not a JSON line ({exc.msg})") from None
+    return rows
+
+
+def as_float(value):
+    """Inverse of _clean for numbers."""
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value

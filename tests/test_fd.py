@@ -1,0 +1,152 @@
+"""Finite differences: closed forms, kinks, and agreement with each framework's own checker."""
+import numpy as np
+import pytest
+
+from harness import fd
+from tests.conftest import get_adapter
+
+
+def _elementwise(f):
+    """evaluate_elementwise over a numpy function of a list of arrays."""
+    def evaluate(params):
+        def run(i, flat_index, delta):
+            out = []
+            for j, d in zip(flat_index, delta):
+                shifted = [p.copy() for p in params]
+                shifted[i].reshape(-1)[j] += d
+                out.append(f(*shifted))
+            return np.array(out)
+        return run
+    return evaluate
+
+
+def test_full_fd_matches_closed_form_to_high_accuracy():
+    rng = np.random.default_rng(0)
+    x = rng.uniform(-2, 2, (3, 4))
+    f = lambda a: float(np.sum(np.sin(a) * np.exp(a / 3)))  # noqa: E731
+    result = fd.full(_elementwise(f)([x]), [x], f(x))
+    exact = np.cos(x) * np.exp(x / 3) + np.sin(x) * np.exp(x / 3) / 3
+    np.testing.assert_allclose(result.estimate[0], exact, rtol=0, atol=1e-10)
+    # the error estimate bounds the actual error
+    assert np.all(np.abs(result.estimate[0] - exact) <= 10 * result.error[0] + 1e-13)
+    assert not result.nondiff[0].any()
+    assert result.evaluations == 4 * x.size
+
+
+def test_kinks_and_jumps_are_flagged_nondiff_with_one_sided_limits():
+    x = np.array([0.0, 0.7, -1.3, 2.0])
+    f = lambda a: float(np.abs(a[0]) + np.maximum(a[1] - 0.7, 0) + a[2] ** 2 + np.floor(a[3]))  # noqa: E731
+    result = fd.full(_elementwise(f)([x]), [x], f(x))
+    assert result.nondiff[0].tolist() == [True, True, False, True]
+    assert result.left[0][0] == pytest.approx(-1) and result.right[0][0] == pytest.approx(1)
+    assert result.left[0][1] == pytest.approx(0, abs=1e-9) and result.right[0][1] == pytest.approx(1)
+    assert result.estimate[0][2] == pytest.approx(-2.6, rel=1e-10)
+
+
+def test_directional_fd_matches_gradient_projection():
+    rng = np.random.default_rng(1)
+    x, y = rng.normal(size=(4, 3)), rng.normal(size=5)
+    f = lambda a, b: float(np.sum(np.tanh(a)) * np.sum(b ** 3))  # noqa: E731
+    dirs = fd.random_directions(rng, [x.shape, y.shape], 3)
+    norms = [np.sqrt(sum(np.sum(d[k] ** 2) for d in dirs)) for k in range(3)]
+    np.testing.assert_allclose(norms, 1.0)
+
+    def evaluate(directions, steps):
+        return np.array([f(x + s * directions[0][b], y + s * directions[1][b]) for b, s in enumerate(steps)])
+    est, err = fd.directional(evaluate, [x, y], f(x, y), dirs)
+    gx = (1 - np.tanh(x) ** 2) * np.sum(y ** 3)
+    gy = np.sum(np.tanh(x)) * 3 * y ** 2
+    exact = [np.sum(gx * dirs[0][k]) + np.sum(gy * dirs[1][k]) for k in range(3)]
+    np.testing.assert_allclose(est, exact, rtol=1e-9, atol=1e-11)
+    assert np.all(err < 1e-7)
+
+
+def test_steps_are_exactly_representable():
+    x = np.array([0.1, 3.3, -7e5, 1e-12])
+    h = fd.steps_for(x)
+    assert np.all((x + h) - x == h)
+
+
+# ---- agreement with the frameworks' own gradient checkers, on the same functions ----------
+
+def _mlp_numpy_inputs():
+    rng = np.random.default_rng(5)
+    return rng.normal(size=(4, 3)), rng.normal(size=(3,))
+
+
+def _harness_fd(adapter, f, arrays):
+    xs = [adapter.asarray(a, "float64") for a in arrays]
+    value = adapter.evaluate_np(f, xs)
+    return fd.full(lambda i, idx, d: adapter.evaluate_elementwise_np(f, xs, i, idx, d), arrays, value)
+
+
+def test_fd_agrees_with_torch_gradcheck():
+    torch = pytest.importorskip("torch")
+    adapter = get_adapter("torch")
+    w, b = _mlp_numpy_inputs()
+    X = torch.tensor(np.random.default_rng(6).normal(size=(5, 4)), dtype=torch.float64)
+    f = lambda w_, b_: torch.sum(torch.tanh(X @ w_ + b_) ** 2)  # noqa: E731
+    result = _harness_fd(adapter, f, [w, b])
+    wt = torch.tensor(w, requires_grad=True)
+    bt = torch.tensor(b, requires_grad=True)
+    assert torch.autograd.gradcheck(f, (wt, bt), eps=1e-6, atol=1e-7, rtol=1e-6, fast_mode=False)
+    # the autograd gradient gradcheck just validated; the harness's FD must agree far tighter
+    gw, gb = torch.autograd.grad(f(wt, bt), (wt, bt))
+    np.testing.assert_allclose(result.estimate[0], gw.numpy(), rtol=1e-9, atol=1e-11)
+    np.testing.assert_allclose(result.estimate[1], gb.numpy(), rtol=1e-9, atol=1e-11)
+
+
+def test_planted_bug_is_caught_by_gradcheck_and_by_harness_fd_at_the_same_element():
+    torch = pytest.importorskip("torch")
+    adapter = get_adapter("torch")
+
+    class WrongSquare(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, w):
+            ctx.save_for_backward(w)
+            return w * w
+
+        @staticmethod
+        def backward(ctx, grad):
+            (w,) = ctx.saved_tensors
+            g = 2 * w * grad
+            g[1, 2] *= 1.5   # the planted bug
+            return g
+
+    f = lambda w_: WrongSquare.apply(w_).sum()  # noqa: E731
+    w = np.random.default_rng(7).normal(size=(3, 4))
+    wt = torch.tensor(w, requires_grad=True)
+    assert not torch.autograd.gradcheck(f, (wt,), raise_exception=False, fast_mode=False)
+    result = _harness_fd(adapter, f, [w])
+    (g,) = torch.autograd.grad(f(wt), (wt,))
+    wrong = np.abs(g.numpy() - result.estimate[0]) > 1e-8
+    assert wrong.sum() == 1 and wrong[1, 2]
+
+
+def test_fd_agrees_with_jax_check_grads():
+    pytest.importorskip("jax")
+    adapter = get_adapter("jax")
+    import jax.numpy as jnp
+    from jax.test_util import check_grads
+    w, b = _mlp_numpy_inputs()
+    X = jnp.asarray(np.random.default_rng(6).normal(size=(5, 4)))
+    f = lambda w_, b_: jnp.sum(jnp.tanh(X @ w_ + b_) ** 2)  # noqa: E731
+    result = _harness_fd(adapter, f, [w, b])
+    check_grads(f, (jnp.asarray(w), jnp.asarray(b)), order=2, modes=("fwd", "rev"))
+    import jax
+    gw, gb = jax.grad(f, argnums=(0, 1))(jnp.asarray(w), jnp.asarray(b))
+    np.testing.assert_allclose(result.estimate[0], np.asarray(gw), rtol=1e-9, atol=1e-11)
+    np.testing.assert_allclose(result.estimate[1], np.asarray(gb), rtol=1e-9, atol=1e-11)
+
+
+def test_fd_agrees_with_tf_compute_gradient():
+    tf = pytest.importorskip("tensorflow")
+    adapter = get_adapter("tensorflow")
+    w, b = _mlp_numpy_inputs()
+    X = tf.constant(np.random.default_rng(6).normal(size=(5, 4)))
+    f = lambda w_, b_: tf.reduce_sum(tf.tanh(tf.matmul(X, w_) + b_) ** 2)  # noqa: E731
+    result = _harness_fd(adapter, f, [w, b])
+    theoretical, numerical = tf.test.compute_gradient(f, [tf.constant(w), tf.constant(b)], delta=1e-6)
+    for k in range(2):
+        np.testing.assert_allclose(result.estimate[k].reshape(-1), numerical[k].reshape(-1), rtol=1e-5, atol=1e-7)
+        np.testing.assert_allclose(result.estimate[k].reshape(-1), theoretical[k].reshape(-1), rtol=1e-9, atol=1e-11)
