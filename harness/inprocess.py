@@ -1,0 +1,66 @@
+"""Run cases inside the current process: for tests and for users' own pytest suites.
+
+The CLI isolates each framework in a worker; here the adapters are loaded into this process
+(all three frameworks import together), which is what a test suite wants: no subprocesses,
+results in seconds. Verdicts come from the same compare module as the CLI's, so a case agrees
+here exactly when it agrees in a report.
+"""
+from __future__ import annotations
+
+import tempfile
+import traceback
+from pathlib import Path
+
+from adapters import FRAMEWORKS, load
+
+from . import compare, execute
+from .plan import REFERENCE
+from .worker import save_arrays
+
+_ADAPTERS: dict = {}
+
+
+def adapter(framework: str):
+    """One CPU adapter per framework for the life of the process."""
+    if framework not in _ADAPTERS:
+        a = load(framework)
+        a.setup("cpu", threads=0, precision="default")
+        _ADAPTERS[framework] = a
+    return _ADAPTERS[framework]
+
+
+def installed() -> list:
+    return [fw for fw, info in FRAMEWORKS.items() if info.installed()]
+
+
+def run_case(case, frameworks=None, dtypes=("float64", "float32"), modes=("eager",), seed=0,
+             fd_mode="auto") -> list:
+    """Check records for one case on CPU (same records as `harness run` would write)."""
+    from adapters.base import Unsupported
+
+    frameworks = [fw for fw in (frameworks or installed()) if fw in case.frameworks([fw])]
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="gradharness-") as tmp:
+        arrays_dir = Path(tmp)
+        for fw in frameworks:
+            a = adapter(fw)
+            combos = [(d, m) for d in dtypes for m in modes]
+            if (REFERENCE["dtype"], REFERENCE["mode"]) not in combos:
+                combos.insert(0, (REFERENCE["dtype"], REFERENCE["mode"]))
+            for dtype, mode in combos:
+                is_ref = (dtype, mode) == (REFERENCE["dtype"], REFERENCE["mode"])
+                task = {"dtype": dtype, "mode": mode, "seed": seed, "fd": is_ref, "fd_mode": fd_mode}
+                row = {"case": case.name, "framework": fw, "device": "cpu", "dtype": dtype, "mode": mode,
+                       "precision": "default", "version": a.version(), "policy": a.precision_policy()}
+                try:
+                    obs, arrays = execute.run(a, case, task)
+                    name = f"{fw}-{dtype}-{mode}.npz"
+                    save_arrays(str(arrays_dir / name), arrays)
+                    row.update(obs, status="ok", arrays=name)
+                except Unsupported as exc:
+                    row.update(status="skipped", reason=str(exc))
+                except Exception as exc:  # noqa: BLE001 - reported as an error record
+                    row.update(status="error", reason=f"{type(exc).__name__}: {exc}",
+                               traceback="".join(traceback.format_exception(exc)[-4:]))
+                rows.append(row)
+        return compare.build_records(rows, {case.name: case}, arrays_dir)
