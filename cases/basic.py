@@ -44,9 +44,9 @@ def _chain_loss(ops, p, i):
 
 CASES = [
     Case(name="mlp_tanh", doc="Two-layer tanh MLP with MSE, through the neutral ops.",
-         make=_mlp_make, loss=_mlp_loss, tags=("models", "neutral", "default", "quick")),
+         make=_mlp_make, loss=_mlp_loss, tags=("models", "neutral", "twice-differentiable", "default", "quick")),
     Case(name="softmax_xent", doc="Linear classifier with softmax cross-entropy (log_softmax).",
-         make=_xent_make, loss=_xent_loss, tags=("models", "neutral", "default", "quick")),
+         make=_xent_make, loss=_xent_loss, tags=("models", "neutral", "twice-differentiable", "default", "quick")),
     Case(name="elementwise_chain", doc="A chain of elementwise ops: tanh, exp, div, pow, sigmoid.",
-         make=_chain_make, loss=_chain_loss, tags=("ops", "neutral", "default", "quick")),
+         make=_chain_make, loss=_chain_loss, tags=("ops", "neutral", "twice-differentiable", "default", "quick")),
 ]

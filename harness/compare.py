@@ -5,8 +5,10 @@ Checks (the ``check`` field of a record):
   run          a task that could not run: error or skipped, with the reason
   fd           reverse-mode gradient vs finite differences (float64, CPU, eager)
   jvp          forward-mode JVP along a random direction vs <reverse-mode gradient, direction>
+  hvp          Hessian-vector products (each method) vs finite differences of the gradient
   determinism  the same gradient computed twice
   reference    a gradient at another dtype/device/mode vs the same framework's float64 reference
+  compiled     a compiled gradient vs the eager one at the same dtype, device and precision
   pairwise     framework vs framework at the same device, dtype, mode and precision
 """
 from __future__ import annotations
@@ -194,9 +196,14 @@ def build_records(rows: list, cases: dict, arrays_dir) -> list:
             fd_records = _fd(o, lookup("float64", overrides, key="fd"))
             fd_verdicts[(o.case, o.framework)] = fd_records
             records += fd_records
+        if o.row.get("hvp") and not _stage_failed(o, "hvp", records):
+            records += _hvp(o, lookup("float64", overrides, key="fd"))
         ref = reference_of.get((o.case, o.framework))
         if ref is not None and ref is not o:
             records += _against(o, ref, "reference", lookup(o.dtype, overrides))
+        eager = by_key.get((o.case, o.framework, o.device, o.dtype, "eager", o.precision))
+        if o.mode == "compiled" and eager is not None and eager.ok:
+            records += _against(o, eager, "compiled", lookup(o.dtype, overrides))
     # framework vs framework at the same device, dtype, mode and precision
     groups: dict = {}
     for o in observations:
@@ -244,6 +251,9 @@ def _jvp(o: Observation, tol: Tolerance) -> list:
     comparison = compare_arrays(np.array([j["tangent"]]), np.array([j["expected"]]), tol, j["scale"] or 1.0)
     rec = _record(o, "jvp", "*", comparison, tol)
     rec["worst_index"] = []
+    if comparison.verdict == "diverge":
+        rec["cause"] = "ad-bug"
+        rec["message"] = "forward mode disagrees with reverse mode (the fd check says which is right)"
     return [rec]
 
 
@@ -260,7 +270,24 @@ def _fd(o: Observation, tol: Tolerance) -> list:
         comparison = compare_arrays(got, est["estimate"], tol, norm or 1.0, fd_error=est["error"])
         rec = _record(o, "fd", "*", comparison, tol, fd_mode="directional",
                       message=f"{k} random directions")
-        return [rec]
+        if comparison.verdict == "diverge":
+            rec["cause"] = "ad-bug"
+        local = o.arrays("fd_localised")
+        if not local:
+            if comparison.verdict == "diverge":
+                rec["message"] += "; no single parameter block fails on its own (not localised)"
+            return [rec]
+        name = info["localised"]["param"]
+        g = grads[name].reshape(-1)[local["index"]]
+        found = compare_arrays(g, local["estimate"], tol, scale, fd_error=local["error"], nondiff=local["nondiff"],
+                               left=local["left"], right=local["right"])
+        worst_flat = int(local["index"][int(np.argmax(np.abs(g - local["estimate"])))])
+        loc = _record(o, "fd", name, found, tol, fd_mode="directional+bisection",
+                      message=f"localised by bisection in {info['localised']['probes']} probes")
+        loc["worst_index"] = _index(worst_flat, grads[name].shape)
+        if found.verdict == "diverge":
+            loc["cause"] = "ad-bug"
+        return [rec, loc]
     estimate, error = o.arrays("fd_estimate"), o.arrays("fd_error")
     left, right, nondiff = o.arrays("fd_left"), o.arrays("fd_right"), o.arrays("fd_nondiff")
     out = []
@@ -281,6 +308,27 @@ def _fd(o: Observation, tol: Tolerance) -> list:
     return out
 
 
+def _hvp(o: Observation, tol: Tolerance) -> list:
+    """Each HVP method vs finite differences of the gradient along the same direction."""
+    info = o.row["hvp"]
+    estimate, error = o.arrays("hvp_fd"), o.arrays("hvp_fd_error")
+    scale = gradient_scale(estimate)
+    out = []
+    for method in info.get("methods", []):
+        for param, hv in o.arrays(f"hvp_{method}").items():
+            comparison = compare_arrays(hv, estimate[param], tol, scale, fd_error=error[param])
+            rec = _record(o, "hvp", param, comparison, tol, method=method,
+                          message=f"{method} Hessian-vector product vs FD of the gradient")
+            if comparison.verdict == "diverge":
+                rec["cause"] = "ad-bug"
+            out.append(rec)
+    for method, reason in info.get("skipped", {}).items():
+        rec = _base_record(o, "hvp", "*")
+        rec.update(verdict="skipped", cause=None, method=method, message=f"{method}: {reason}")
+        out.append(rec)
+    return out
+
+
 def _against(o: Observation, ref: Observation, check: str, tol: Tolerance, other=None) -> list:
     got, expected = o.grads, ref.grads
     scale = gradient_scale(expected)
@@ -294,7 +342,7 @@ def _against(o: Observation, ref: Observation, check: str, tol: Tolerance, other
             rec.update(other_framework=other.framework, other_framework_version=other.row.get("version"),
                        other_policy=other.row.get("policy") or {})
         else:
-            rec["reference"] = f"{ref.framework} float64 cpu eager"
+            rec["reference"] = f"{ref.framework} {ref.dtype} {ref.device} {ref.mode}"
         out.append(rec)
     return out
 

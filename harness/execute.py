@@ -18,6 +18,9 @@ from .case import Case
 FULL_FD_LIMIT = 20_000
 #: random directions for directional FD and for the forward-mode check
 DIRECTIONS = 4
+#: cases with this tag also get Hessian-vector products checked against FD of the gradient
+SECOND_ORDER_TAG = "twice-differentiable"
+HVP_METHODS = ("fwd-over-rev", "rev-over-rev")
 
 
 def case_rng(seed: int, case_name: str, purpose: str = "make") -> np.random.Generator:
@@ -80,7 +83,9 @@ def run(adapter, case: Case, task: dict) -> tuple[dict, dict]:
         obs["jvp"] = _guarded(adapter, _jvp, adapter, problem, case, task, grads, compiled)
 
     if task.get("fd"):
-        obs["fd"] = _guarded(adapter, _finite_differences, adapter, problem, case, task, value, arrays)
+        obs["fd"] = _guarded(adapter, _finite_differences, adapter, problem, case, task, value, arrays, grads)
+        if SECOND_ORDER_TAG in case.tags:
+            obs["hvp"] = _guarded(adapter, _hvp, adapter, problem, case, task, arrays)
     return obs, arrays
 
 
@@ -107,7 +112,7 @@ def _jvp(adapter, problem, case, task, grads, compiled):
     return {"tangent": tangent, "expected": expected, "scale": scale, "value": value}
 
 
-def _finite_differences(adapter, problem, case, task, value, arrays):
+def _finite_differences(adapter, problem, case, task, value, arrays, grads):
     n = sum(a.size for a in problem.canonical.values())
     mode = task.get("fd_mode", "auto")
     if mode == "auto":
@@ -137,5 +142,70 @@ def _finite_differences(adapter, problem, case, task, value, arrays):
         arrays["fd_directional/estimate"] = estimate
         arrays["fd_directional/error"] = error
         info["evaluations"] = 4 * DIRECTIONS
+        native_grads = [case.to_native_layout(adapter.name, n, g) for n, g in zip(problem.wrt, grads)]
+        fails = _directional_judge(case, native_grads)
+        projected = [sum(float(np.sum(g * d[k])) for g, d in zip(native_grads, native_dirs))
+                     for k in range(DIRECTIONS)]
+        if max(fails(p, e, r) for p, e, r in zip(projected, estimate, error)) > 1.0:
+            found = fd.localise(
+                lambda dirs, steps: adapter.evaluate_directions_np(problem.f, problem.xs, dirs, steps),
+                lambda i, idx, delta: adapter.evaluate_elementwise_np(problem.f, problem.xs, i, idx, delta),
+                native_points, value, native_grads, fails, case_rng(task["seed"], case.name, "localise"))
+            if found is not None:
+                name = problem.wrt[found["param"]]
+                info["localised"] = {"param": name, "probes": found["probes"]}
+                canonical_index = _canonical_flat_index(case, adapter.name, name, native_points[found["param"]].shape,
+                                                        found["flat_index"])
+                arrays["fd_localised/index"] = canonical_index
+                for part in ("estimate", "error", "left", "right", "nondiff"):
+                    arrays[f"fd_localised/{part}"] = found[part]
+                info["evaluations"] += 4 * found["probes"] + 4 * len(found["flat_index"])
     info["seconds"] = time.perf_counter() - start
+    return info
+
+
+def _directional_judge(case, native_grads):
+    """How far a directional FD probe is beyond tolerance (> 1 fails), as compare.py judges it."""
+    from .tolerance import FD_ERROR_SAFETY, lookup
+
+    tol = lookup("float64", case.tolerance, key="fd")
+    norm = float(np.sqrt(sum(np.sum(g * g) for g in native_grads))) or 1.0
+
+    def excess(projected, estimate, error):
+        allowed = tol.atol * norm + tol.rtol * abs(estimate) + FD_ERROR_SAFETY * error
+        return abs(projected - estimate) / max(allowed, 1e-300)
+    return excess
+
+
+def _canonical_flat_index(case, framework, name, native_shape, native_flat):
+    """Flat indices of native-layout elements, expressed in the canonical layout."""
+    positions = case.from_native_layout(framework, name, np.arange(int(np.prod(native_shape))).reshape(native_shape))
+    where = np.empty(positions.size, dtype=np.int64)
+    where[positions.reshape(-1)] = np.arange(positions.size)
+    return where[np.asarray(native_flat)]
+
+
+def _hvp(adapter, problem, case, task, arrays):
+    """Hessian-vector products, each method the framework has, vs FD of the gradient."""
+    shapes = [a.shape for a in problem.canonical.values()]
+    direction = [d[0] for d in fd.random_directions(case_rng(task["seed"], case.name, "hvp"), shapes, 1)]
+    native_dir = problem.to_native(direction)
+    info = {"methods": [], "skipped": {}}
+    for method in HVP_METHODS:
+        try:
+            hv = problem.to_canonical(adapter.hvp_np(problem.f, problem.xs, native_dir, method=method))
+        except Exception as exc:  # noqa: BLE001
+            info["skipped"][method] = adapter.unsupported_reason(exc) or f"{type(exc).__name__}: {exc}"[:300]
+            continue
+        info["methods"].append(method)
+        for name, a in zip(problem.wrt, hv):
+            arrays[f"hvp_{method}/{name}"] = a
+
+    def gradient_at(point):
+        _, g = adapter.value_and_grad_np(problem.f, problem.to_native(point, "float64"))
+        return problem.to_canonical(g)
+    estimate, error = fd.gradient_directional(gradient_at, list(problem.canonical.values()), direction)
+    for name, e, r in zip(problem.wrt, estimate, error):
+        arrays[f"hvp_fd/{name}"] = e
+        arrays[f"hvp_fd_error/{name}"] = r
     return info

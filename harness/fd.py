@@ -20,8 +20,9 @@ import numpy as np
 EPS64 = float(np.finfo(np.float64).eps)
 #: Richardson of central differences: truncation O(h^4), rounding O(eps/h) => h ~ eps^(1/5)
 BASE_STEP = EPS64 ** 0.2
-#: one row of a perturbed batch holds one copy of the perturbed parameter: cap each chunk
-CHUNK_BYTES = 32 * 2 ** 20
+#: one row of a perturbed batch holds one copy of the perturbed parameter: cap each chunk so
+#: the copies stay in cache (measured: 4 MiB beats 32 MiB by ~1.5x on a 2-core machine)
+CHUNK_BYTES = 4 * 2 ** 20
 #: a derivative whose one-sided limits differ by more than this (relative) is a kink
 KINK_RTOL = 1e-4
 #: an error estimate above this fraction of the derivative's scale is no derivative at all
@@ -130,3 +131,67 @@ def random_directions(rng: np.random.Generator, shapes: list, k: int) -> list:
     raw = [rng.standard_normal((k,) + tuple(s)) for s in shapes]
     norm = np.sqrt(sum((r.reshape(k, -1) ** 2).sum(axis=1) for r in raw))
     return [r / norm.reshape((k,) + (1,) * len(s)) for r, s in zip(raw, shapes)]
+
+
+def gradient_directional(evaluate_grad, params: list, direction: list) -> tuple:
+    """Finite differences of the *gradient* along one direction: a Hessian-vector product
+    estimate, Richardson-extrapolated, with a per-element error estimate.
+
+    ``evaluate_grad(point) -> list of arrays`` is the framework's gradient at a point (numpy).
+    Returns (estimate, error), each a list over params.
+    """
+    scale = max(1.0, max(float(np.abs(p).max(initial=0.0)) for p in params))
+    h = BASE_STEP * scale
+    at = {t: evaluate_grad([p + t * d for p, d in zip(params, direction)]) for t in (h, -h, h / 2, -h / 2)}
+    estimate, error = [], []
+    for k in range(len(params)):
+        d1 = (at[h][k] - at[-h][k]) / (2 * h)
+        d2 = (at[h / 2][k] - at[-h / 2][k]) / h
+        magnitude = np.maximum.reduce([np.abs(at[t][k]) for t in at])
+        estimate.append(d2 + (d2 - d1) / 3)
+        error.append(np.abs(d2 - d1) / 3 + 8 * EPS64 * magnitude / (h / 2))
+    return estimate, error
+
+
+def localise(evaluate_directions, evaluate_elementwise, params: list, f0: float, grads: list,
+             fails, rng: np.random.Generator, block: int = 64) -> dict | None:
+    """Find the worst element behind a failing directional check by bisection.
+
+    Blocks start as whole parameters; each is probed along a random direction supported on it
+    alone, ``fails(autodiff_projection, fd_estimate, fd_error) -> excess`` (> 1 is a failure)
+    judges it, and the worst failing block is halved until it has at most ``block`` elements,
+    which then get full per-element differences. Cost: O(log n) directional probes.
+    Returns {param, flat_index, estimate, error, left, right, nondiff, probes} or None when no
+    block fails on its own (errors that cancel across blocks are reported unlocalised).
+    """
+    shapes = [p.shape for p in params]
+    flat_grads = [g.reshape(-1) for g in grads]
+    candidates = [(i, 0, p.size) for i, p in enumerate(params) if p.size]
+    probes = 0
+    while True:
+        worst, worst_excess = None, 1.0
+        for i, lo, hi in candidates:
+            direction = [np.zeros(s) for s in shapes]
+            piece = rng.standard_normal(hi - lo)
+            direction[i].reshape(-1)[lo:hi] = piece / np.linalg.norm(piece)
+            est, err = directional(evaluate_directions, params, f0, [d[None] for d in direction])
+            probes += 1
+            projected = float(flat_grads[i][lo:hi] @ direction[i].reshape(-1)[lo:hi])
+            excess = fails(projected, float(est[0]), float(err[0]))
+            if excess > worst_excess:
+                worst, worst_excess = (i, lo, hi), excess
+        if worst is None:
+            return None
+        i, lo, hi = worst
+        if hi - lo <= block:
+            break
+        mid = (lo + hi) // 2
+        candidates = [(i, lo, mid), (i, mid, hi)]
+    idx = np.arange(lo, hi)
+    h = steps_for(params[i].reshape(-1)[idx])
+    half = (params[i].reshape(-1)[idx] + h / 2) - params[i].reshape(-1)[idx]
+    deltas = np.stack([h, -h, half, -half], axis=1)
+    values = np.asarray(evaluate_elementwise(i, np.repeat(idx, 4), deltas.reshape(-1))).reshape(-1, 4)
+    est, err, left, right, nondiff = _combine(values, h, half, f0)
+    return {"param": i, "flat_index": idx, "estimate": est, "error": err, "left": left, "right": right,
+            "nondiff": nondiff, "probes": probes}

@@ -8,7 +8,7 @@ from tabulate import tabulate
 from .compare import CAUSES
 from .records import VERDICTS, as_float
 
-CHECK_ORDER = ("run", "fd", "jvp", "determinism", "reference", "pairwise")
+CHECK_ORDER = ("run", "fd", "jvp", "hvp", "determinism", "reference", "compiled", "pairwise")
 SEVERITY = {"nan": 0, "error": 1, "diverge": 2, "skipped": 3, "pass": 4}
 
 
@@ -162,7 +162,11 @@ def render(records, meta: dict) -> str:
               "- `fd`: reverse-mode gradient vs Richardson finite differences (float64, CPU); "
               "non-differentiable elements are judged by their one-sided limits.",
               "- `jvp`: forward-mode derivative along a random direction vs ⟨gradient, direction⟩.",
+              "- `hvp`: Hessian-vector products (forward-over-reverse, reverse-over-reverse) vs finite "
+              "differences of the gradient, for cases tagged `twice-differentiable`.",
               "- `determinism`: the same gradient computed twice.",
+              "- `compiled`: a compiled gradient (torch.compile, jax.jit, tf.function(jit_compile=True)) "
+              "vs the eager one.",
               "- `reference`: a gradient at another dtype, device or mode vs the same framework's "
               "float64 CPU gradient.",
               "- `pairwise`: two frameworks at the same device, dtype, mode and precision.",
