@@ -74,15 +74,25 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--fd", dest="fd_mode", default="auto", choices=("auto", "full", "directional"),
                      help="finite differences over every element (full), along random directions, "
                           "or full up to 20000 elements (auto)")
+    run.add_argument("--timing", default="quick", choices=("off", "quick", "full"),
+                     help="time forward and forward+backward per task: quick (~0.05s per phase), "
+                          "full (~1s per phase, for reporting) or off (default: quick)")
     run.add_argument("--jobs", type=int, default=1,
                      help="worker processes at once (default 1: fair timings and memory)")
-    run.add_argument("--threads", type=int, default=0, help="threads per worker (default: framework default)")
+    run.add_argument("--threads", type=int, default=None,
+                     help="threads per worker, the same for every framework so timings compare "
+                          "(default: the CPUs this process may use)")
     run.add_argument("--timeout", type=float, default=600.0,
                      help="seconds one task may take before its worker is killed (default 600)")
     run.add_argument("--quiet", action="store_true", help="no progress lines")
 
     sub.add_parser("list", help="cases, frameworks and devices this machine can run (imports no framework)")
     return parser
+
+
+def _cpus() -> int:
+    import os
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def settings_from(args, argv) -> "Settings":
@@ -104,6 +114,8 @@ def settings_from(args, argv) -> "Settings":
         raise UsageError("--jobs must be at least 1")
     if args.timeout <= 0:
         raise UsageError("--timeout must be positive")
+    if args.threads is not None and args.threads < 1:
+        raise UsageError("--threads must be at least 1")
     cases = select(args.cases, everything=args.all, quick=args.quick)
     if not cases:
         raise UsageError("the selection matches no case")
@@ -111,7 +123,8 @@ def settings_from(args, argv) -> "Settings":
         cases=cases, frameworks=frameworks, devices=devices,
         dtypes=_choose(args.dtypes, DTYPE_TOLERANCE, "dtype"), modes=_choose(args.modes, MODES, "mode"),
         precisions=_choose(args.precision, PRECISIONS, "precision"), seed=args.seed, out=args.out,
-        jobs=args.jobs, threads=args.threads, timeout=args.timeout, fd_mode=args.fd_mode, quiet=args.quiet,
+        jobs=args.jobs, threads=args.threads if args.threads is not None else _cpus(), timeout=args.timeout,
+        fd_mode=args.fd_mode, timing=None if args.timing == "off" else args.timing, quiet=args.quiet,
         command="python -m harness " + " ".join(shlex.quote(a) for a in argv), missing=missing)
 
 

@@ -10,6 +10,7 @@ Checks (the ``check`` field of a record):
   reference    a gradient at another dtype/device/mode vs the same framework's float64 reference
   compiled     a compiled gradient vs the eager one at the same dtype, device and precision
   pairwise     framework vs framework at the same device, dtype, mode and precision
+  timing       forward and forward+backward times (param = the phase); always `pass` when measured
 """
 from __future__ import annotations
 
@@ -190,6 +191,8 @@ def build_records(rows: list, cases: dict, arrays_dir) -> list:
             records.append(rec)
             continue
         records += _determinism(o)
+        if o.row.get("timing") and not _stage_failed(o, "timing", records):
+            records += _timing(o)
         if not _stage_failed(o, "jvp", records):
             records += _jvp(o, lookup(o.dtype, overrides))
         if o.row.get("fd") and not _stage_failed(o, "fd", records):
@@ -228,6 +231,21 @@ def _stage_failed(o: Observation, stage: str, records: list) -> bool:
     rec.update(verdict=info["status"], cause=None, message=info.get("reason", ""))
     records.append(rec)
     return True
+
+
+def _timing(o: Observation) -> list:
+    """Timing records: not verdicts on correctness (always `pass` when measured), but the
+    measurements the report and `compare` read: raw per-call times, median, IQR, first call."""
+    out = []
+    for phase in ("forward", "forward+backward"):
+        m = o.row["timing"][phase]
+        rec = _base_record(o, "timing", phase)
+        rec.update(verdict="pass", cause=None, median_s=m["median"], iqr_s=m["iqr"], noisy=m["noisy"],
+                   first_call_s=m["first_call"], block=m["block"], times=m["times"],
+                   timing_preset=o.row["timing"]["preset"], threads=(o.row.get("policy") or {}).get("threads"),
+                   message="noisy: IQR > 10% of median" if m["noisy"] else "")
+        out.append(rec)
+    return out
 
 
 def _determinism(o: Observation) -> list:

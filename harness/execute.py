@@ -67,8 +67,13 @@ def run(adapter, case: Case, task: dict) -> tuple[dict, dict]:
     obs = {"params": {n: list(a.shape) for n, a in problem.canonical.items()}}
     arrays = {}
 
-    value, grads = adapter.value_and_grad_np(problem.f, problem.xs, compiled)
-    grads = problem.to_canonical(grads)
+    grad_call = adapter.grad_fn(problem.f, compiled)
+    start = time.perf_counter()
+    result = grad_call(*problem.xs)
+    adapter.sync(result)
+    first_grad_call = time.perf_counter() - start
+    value = adapter.scalar(result[0])
+    grads = problem.to_canonical([adapter.to_numpy(g) for g in result[1]])
     obs["value"] = value
     for name, g in zip(problem.wrt, grads):
         arrays[f"grad/{name}"] = g
@@ -79,6 +84,9 @@ def run(adapter, case: Case, task: dict) -> tuple[dict, dict]:
         obs["nondeterminism"] = max(float(np.max(np.abs(a - g), initial=0.0))
                                     for a, g in zip(again, grads))
 
+    if task.get("timing"):
+        obs["timing"] = _guarded(adapter, _timing, adapter, problem, task, compiled, grad_call, first_grad_call)
+
     if task.get("jvp", True):
         obs["jvp"] = _guarded(adapter, _jvp, adapter, problem, case, task, grads, compiled)
 
@@ -87,6 +95,18 @@ def run(adapter, case: Case, task: dict) -> tuple[dict, dict]:
         if SECOND_ORDER_TAG in case.tags:
             obs["hvp"] = _guarded(adapter, _hvp, adapter, problem, case, task, arrays)
     return obs, arrays
+
+
+def _timing(adapter, problem, task, compiled, grad_call, first_grad_call):
+    """Forward and forward+backward, inputs already on the device, blocked autorange."""
+    from .timing import PRESETS, blocked_autorange
+
+    preset = PRESETS[task["timing"]]
+    xs = problem.xs
+    forward_call = adapter.forward_fn(problem.f, compiled)
+    forward = blocked_autorange(lambda: forward_call(*xs), adapter.sync, **preset)
+    backward = blocked_autorange(lambda: grad_call(*xs), adapter.sync, first_call=first_grad_call, **preset)
+    return {"forward": forward.as_dict(), "forward+backward": backward.as_dict(), "preset": task["timing"]}
 
 
 def _guarded(adapter, check, *args):

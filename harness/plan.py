@@ -23,6 +23,7 @@ class Task:
     seed: int
     fd: bool = False
     fd_mode: str = "auto"
+    timing: str | None = None
 
     @property
     def id(self) -> str:
@@ -41,7 +42,7 @@ class Task:
         return {"id": self.id, "case": self.case, "source": self.source, "framework": self.framework,
                 "device": self.device, "dtype": self.dtype, "mode": self.mode,
                 "precision": self.precision, "seed": self.seed, "fd": self.fd,
-                "fd_mode": self.fd_mode, "arrays": arrays_path}
+                "fd_mode": self.fd_mode, "timing": self.timing, "arrays": arrays_path}
 
 
 @dataclass
@@ -57,7 +58,7 @@ class Plan:
         return out
 
 
-def make_plan(cases, frameworks, devices, dtypes, modes, precisions, seed, fd_mode="auto") -> Plan:
+def make_plan(cases, frameworks, devices, dtypes, modes, precisions, seed, fd_mode="auto", timing=None) -> Plan:
     plan = Plan()
     for case in cases:
         for fw in frameworks:
@@ -78,7 +79,7 @@ def make_plan(cases, frameworks, devices, dtypes, modes, precisions, seed, fd_mo
                 wanted.insert(0, reference)
             for device, dtype, mode, precision in wanted:
                 task = Task(case.name, case.source, fw, device, dtype, mode, precision, seed,
-                            fd_mode=fd_mode)
+                            fd_mode=fd_mode, timing=timing)
                 task.fd = task.is_reference
                 plan.tasks.append(task)
     return plan

@@ -46,7 +46,8 @@ def _excess(rec) -> float:
 
 
 def counts(records) -> Counter:
-    return Counter(r["verdict"] for r in records)
+    """Verdicts of the correctness checks (timings are measurements, not verdicts)."""
+    return Counter(r["verdict"] for r in records if r["check"] != "timing")
 
 
 def failing(records) -> list:
@@ -57,7 +58,8 @@ def failing(records) -> list:
 def summary_table(records) -> str:
     by_check = defaultdict(Counter)
     for r in records:
-        by_check[r["check"]][r["verdict"]] += 1
+        if r["check"] != "timing":
+            by_check[r["check"]][r["verdict"]] += 1
     rows = [[check] + [by_check[check].get(v, 0) for v in VERDICTS]
             for check in CHECK_ORDER if check in by_check]
     total = counts(records)
@@ -116,6 +118,90 @@ def agreement_matrix(case_records) -> str:
     return tabulate(rows, headers=["device", "dtype", "mode", "precision"] + columns, tablefmt="github")
 
 
+#: a framework this many times slower than the fastest on the same cell is a timing divergence
+SLOWER_THAN_FASTEST = 2.0
+
+
+def _ms(seconds) -> str:
+    seconds = float(seconds)
+    if seconds >= 1:
+        return f"{seconds:.2f} s"
+    if seconds >= 1e-3:
+        return f"{seconds * 1e3:.2f} ms"
+    return f"{seconds * 1e6:.0f} µs"
+
+
+def timing_cells(records) -> dict:
+    """(device, case, dtype, mode, precision, phase) -> {framework: timing record}."""
+    cells = defaultdict(dict)
+    for r in records:
+        if r["check"] == "timing" and r.get("median_s"):
+            cells[(r["device"], r["case"], r["dtype"], r["mode"], r["precision"], r["param"])][r["framework"]] = r
+    return cells
+
+
+def timing_sections(records) -> list:
+    cells = timing_cells(records)
+    if not cells:
+        return []
+    frameworks = sorted({fw for row in cells.values() for fw in row})
+    lines = ["## Timings", "",
+             "Median seconds per call (inputs on the device, blocked autorange, synchronised), and × the "
+             "fastest framework on the row; `~` marks a noisy cell (IQR > 10% of the median). Threads are "
+             "pinned equally for every framework (see Environment).", ""]
+    for device in sorted({k[0] for k in cells}):
+        rows = []
+        for key in sorted(k for k in cells if k[0] == device):
+            row = cells[key]
+            fastest = min(float(r["median_s"]) for r in row.values())
+            out = [key[1], key[2], key[3] + ("" if key[4] == "default" else f" {key[4]}"), key[5]]
+            for fw in frameworks:
+                r = row.get(fw)
+                out.append("" if r is None else
+                           f"{_ms(r['median_s'])} (×{float(r['median_s']) / fastest:.1f}){' ~' if r.get('noisy') else ''}")
+            rows.append(out)
+        lines += [f"### {device}", "", "<details><summary>timing table</summary>", "",
+                  tabulate(rows, headers=["case", "dtype", "mode", "phase"] + frameworks, tablefmt="github"),
+                  "", "</details>", ""]
+    first = [[r["case"], r["framework"], r["device"], r["dtype"], r["mode"], _ms(r["first_call_s"]),
+              _ms(r["median_s"])]
+             for row in cells.values() for r in row.values()
+             if r["param"] == "forward+backward" and r.get("first_call_s") is not None and r["mode"] == "compiled"]
+    if first:
+        lines += ["### Compile time (first forward+backward call)", "",
+                  tabulate(sorted(first), headers=["case", "framework", "device", "dtype", "mode", "first call",
+                                                   "steady state"], tablefmt="github"), ""]
+    divergences = timing_divergences(records)
+    lines += ["### Timing divergences", ""]
+    if divergences:
+        lines += [tabulate(divergences, headers=["case", "device", "dtype", "mode", "phase", "slower", "vs", "ratio"],
+                           tablefmt="github"), ""]
+    else:
+        lines += [f"None: no framework is more than {SLOWER_THAN_FASTEST:g}× slower than the fastest, and "
+                  "compiled is never slower than eager.", ""]
+    return lines
+
+
+def timing_divergences(records) -> list:
+    """Rows where a framework is > SLOWER_THAN_FASTEST x the fastest, or compiled is slower than eager."""
+    cells = timing_cells(records)
+    out = []
+    for (device, case, dtype, mode, precision, phase), row in sorted(cells.items()):
+        fastest_fw = min(row, key=lambda fw: float(row[fw]["median_s"]))
+        fastest = float(row[fastest_fw]["median_s"])
+        for fw, r in sorted(row.items()):
+            ratio = float(r["median_s"]) / fastest
+            if ratio > SLOWER_THAN_FASTEST:
+                out.append([case, device, dtype, mode, phase, fw, fastest_fw, f"×{ratio:.1f}"])
+        if mode == "compiled":
+            eager = cells.get((device, case, dtype, "eager", precision, phase), {})
+            for fw, r in sorted(row.items()):
+                if fw in eager and float(r["median_s"]) > float(eager[fw]["median_s"]) * 1.1:
+                    out.append([case, device, dtype, mode, phase, f"{fw} compiled", f"{fw} eager",
+                                f"×{float(r['median_s']) / float(eager[fw]['median_s']):.1f}"])
+    return out
+
+
 def _rel(r) -> float:
     v = as_float(r.get("max_rel_err"))
     return v if isinstance(v, float) else 0.0
@@ -154,9 +240,14 @@ def render(records, meta: dict) -> str:
               "pair of frameworks.", ""]
     by_case = defaultdict(list)
     for r in records:
-        by_case[r["case"]].append(r)
+        if r["check"] != "timing":
+            by_case[r["case"]].append(r)
     for case in sorted(by_case):
         lines += [f"### {case}", "", agreement_matrix(by_case[case]), ""]
+    lines += timing_sections(records)
+    plots = meta.get("plots", [])
+    if plots:
+        lines += ["## Plots", ""] + [f"![{p}]({p})" for p in plots] + [""]
     lines += _environment(meta)
     lines += ["## How to read this report", "",
               "- `fd`: reverse-mode gradient vs Richardson finite differences (float64, CPU); "
@@ -181,6 +272,7 @@ def _header(meta) -> list:
             ["frameworks", ", ".join(f"{fw} {v or ''}".strip() for fw, v in meta.get("frameworks", {}).items())],
             ["devices", ", ".join(meta.get("devices", []))], ["dtypes", ", ".join(meta.get("dtypes", []))],
             ["modes", ", ".join(meta.get("modes", []))], ["precision", ", ".join(meta.get("precisions", []))],
+            ["timing", meta.get("timing") or "off"], ["threads per worker", meta.get("threads") or "framework default"],
             ["wall time", f"{meta.get('seconds', 0):.1f}s"]]
     return [tabulate(rows, headers=["run", ""], tablefmt="github"), ""]
 

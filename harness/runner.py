@@ -39,10 +39,8 @@ def worker_env(framework: str, device: str, threads: int) -> dict:
     if threads:
         for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
             env[var] = str(threads)
-        if threads == 1:
-            env["XLA_FLAGS"] = " ".join(filter(None, [env.get("XLA_FLAGS"),
-                                                      "--xla_cpu_multi_thread_eigen=false",
-                                                      "intra_op_parallelism_threads=1"]))
+        if threads == 1:  # XLA's CPU backend has no thread-count flag: one thread or all of them
+            env["XLA_FLAGS"] = " ".join(filter(None, [env.get("XLA_FLAGS"), "--xla_cpu_multi_thread_eigen=false"]))
     return env
 
 

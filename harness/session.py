@@ -21,7 +21,7 @@ import numpy as np
 
 from adapters import FRAMEWORKS
 
-from . import compare, report
+from . import compare, plots, report
 from .plan import make_plan
 from .records import atomic_write_text, normalise, write_jsonl
 from .runner import Runner
@@ -41,6 +41,7 @@ class Settings:
     threads: int = 0
     timeout: float = 600.0
     fd_mode: str = "auto"
+    timing: str | None = "quick"
     quiet: bool = False
     command: str = ""
     missing: dict = field(default_factory=dict)   # framework -> install hint (requested, absent)
@@ -72,12 +73,13 @@ def execute(settings: Settings, log=print) -> tuple:
     cases = {c.name: c for c in settings.cases}
     installed = [fw for fw in settings.frameworks if fw not in settings.missing]
     plan = make_plan(settings.cases, installed, settings.devices, settings.dtypes, settings.modes,
-                     settings.precisions, settings.seed, settings.fd_mode)
+                     settings.precisions, settings.seed, settings.fd_mode, settings.timing)
     meta = {"run_id": run_id, "command": settings.command,
             "started": datetime.now(timezone.utc).isoformat(timespec="seconds"), "seed": settings.seed,
             "cases": sorted(cases), "frameworks": {fw: FRAMEWORKS[fw].version() for fw in settings.frameworks},
             "devices": settings.devices, "dtypes": settings.dtypes, "modes": settings.modes,
-            "precisions": settings.precisions, "environment": environment()}
+            "precisions": settings.precisions, "timing": settings.timing, "threads": settings.threads,
+            "environment": environment()}
     atomic_write_text(run_dir / "run.json", json.dumps(meta, indent=2))
 
     rows = []
@@ -117,6 +119,7 @@ def execute(settings: Settings, log=print) -> tuple:
                        for k, v in runner.workers_info.items()]
     atomic_write_text(run_dir / "run.json", json.dumps(meta, indent=2, default=str))
     write_jsonl(run_dir / "results.jsonl", records)
+    meta["plots"] = plots.render_all(records, run_dir)
     atomic_write_text(run_dir / "report.md", report.render(records, meta))
     if settings.out is None:
         _point_latest(run_dir)

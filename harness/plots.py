@@ -1,0 +1,101 @@
+"""Plots linked from the report (matplotlib, PNG, headless): a heatmap of relative gradient
+error per case x (framework, device, dtype, mode), and grouped timing bars per case."""
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from .records import as_float
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def render_all(records, run_dir: Path) -> list:
+    """Write every plot that has data; return their paths relative to run_dir."""
+    written = []
+    for name, draw in (("error_heatmap.png", error_heatmap), ("timing.png", timing_bars)):
+        try:
+            if draw(records, run_dir / name):
+                written.append(name)
+        except Exception as exc:  # noqa: BLE001 - a plot must never cost the report
+            print(f"warning: plot {name} failed: {exc}")
+    return written
+
+
+def error_heatmap(records, path: Path) -> bool:
+    """log10 of the worst relative error vs the float64 reference (or FD for the reference)."""
+    cells = defaultdict(float)
+    for r in records:
+        if r["check"] not in ("fd", "reference") or r["verdict"] in ("error", "skipped"):
+            continue
+        err = as_float(r.get("max_rel_err"))
+        if not isinstance(err, float):
+            err = 1.0
+        col = f"{r['framework']}\n{r['device']} {r['dtype']}\n{r['mode']}" + (
+            "" if r["precision"] == "default" else f" {r['precision']}")
+        cells[(r["case"], col)] = max(cells[(r["case"], col)], err if np.isfinite(err) else 1.0)
+    if not cells:
+        return False
+    cases = sorted({c for c, _ in cells})
+    cols = sorted({k for _, k in cells})
+    grid = np.full((len(cases), len(cols)), np.nan)
+    for (c, k), v in cells.items():
+        grid[cases.index(c), cols.index(k)] = np.log10(max(v, 1e-17))
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(cols) + 2), max(3, 0.35 * len(cases) + 1.5)))
+    image = ax.imshow(grid, cmap="viridis", vmin=-17, vmax=0, aspect="auto")
+    ax.set_xticks(range(len(cols)), cols, fontsize=7)
+    ax.set_yticks(range(len(cases)), cases, fontsize=8)
+    for i in range(len(cases)):
+        for j in range(len(cols)):
+            if np.isfinite(grid[i, j]):
+                ax.text(j, i, f"{grid[i, j]:.0f}", ha="center", va="center", fontsize=6,
+                        color="white" if grid[i, j] < -8 else "black")
+    fig.colorbar(image, ax=ax, label="log10 max relative error vs reference")
+    ax.set_title("Gradient error vs float64 reference (fd for the reference itself)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def timing_bars(records, path: Path) -> bool:
+    """Forward+backward median per case, one bar per framework, one panel per device/dtype/mode."""
+    data = defaultdict(dict)
+    for r in records:
+        if r["check"] == "timing" and r["param"] == "forward+backward" and r.get("median_s"):
+            panel = (r["device"], r["dtype"], r["mode"], r["precision"])
+            data[panel][(r["case"], r["framework"])] = (float(r["median_s"]), float(r.get("iqr_s") or 0.0))
+    if not data:
+        return False
+    plt = _pyplot()
+    panels = sorted(data)
+    fig, axes = plt.subplots(len(panels), 1, figsize=(10, 3.2 * len(panels)), squeeze=False)
+    for ax, panel in zip(axes[:, 0], panels):
+        cells = data[panel]
+        cases = sorted({c for c, _ in cells})
+        frameworks = sorted({f for _, f in cells})
+        width = 0.8 / max(1, len(frameworks))
+        for k, fw in enumerate(frameworks):
+            xs = [i + k * width for i, c in enumerate(cases) if (c, fw) in cells]
+            ys = [cells[(c, fw)][0] * 1e3 for c in cases if (c, fw) in cells]
+            err = [cells[(c, fw)][1] * 1e3 / 2 for c in cases if (c, fw) in cells]
+            ax.bar(xs, ys, width, yerr=err, label=fw)
+        ax.set_xticks([i + width * (len(frameworks) - 1) / 2 for i in range(len(cases))], cases, fontsize=8,
+                      rotation=20)
+        ax.set_yscale("log")
+        ax.set_ylabel("ms per call")
+        ax.set_title(f"forward+backward — {' '.join(p for p in panel if p != 'default')}")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
