@@ -66,6 +66,6 @@ CASES = [
         make=make,
         native={"torch": torch_loss, "tensorflow": tensorflow_loss, "jax": jax_loss},
         layout={"torch": {"weight": (1, 0)}},
-        tags=("seed", "models", "native", "twice-differentiable", "default", "quick"),
+        tags=("seed", "models", "native", "twice-differentiable", "default", "quick", "gpu"),
     ),
 ]
