@@ -7,7 +7,9 @@ from collections import OrderedDict
 
 import jax
 import jax.numpy as jnp
+import jax.scipy.special
 import numpy as np
+from jax import lax
 
 from .base import Adapter, Ops, Unsupported
 
@@ -31,6 +33,24 @@ def _all(xs):
     return tuple(range(len(xs)))
 
 
+def _pairs(value, n):
+    """An int or a sequence as an n-tuple (conv strides, padding, dilation)."""
+    return (value,) * n if isinstance(value, int) else tuple(value)
+
+
+def _conv(x, w, stride, padding, dilation, dims):
+    """lax.conv_general_dilated in canonical layout (jax.numpy and jax.nn have no conv)."""
+    n = len(dims[0]) - 2
+    return lax.conv_general_dilated(
+        x, w, window_strides=_pairs(stride, n), padding=[(p, p) for p in _pairs(padding, n)],
+        rhs_dilation=_pairs(dilation, n), dimension_numbers=dims)
+
+
+def _pool(x, kernel, stride, init, op):
+    k, s = _pairs(kernel, 2), _pairs(kernel if stride is None else stride, 2)
+    return lax.reduce_window(x, init, op, (1, 1) + k, (1, 1) + s, "VALID")
+
+
 class JaxOps(Ops):
     framework = "jax"
 
@@ -42,13 +62,129 @@ class JaxOps(Ops):
     pow = staticmethod(jnp.power)
     square = staticmethod(jnp.square)
     sqrt = staticmethod(jnp.sqrt)
+    rsqrt = staticmethod(lax.rsqrt)
     abs = staticmethod(jnp.abs)
+    sign = staticmethod(jnp.sign)
+    maximum = staticmethod(jnp.maximum)
+    minimum = staticmethod(jnp.minimum)
+    floor = staticmethod(jnp.floor)
+    round = staticmethod(jnp.round)
     exp = staticmethod(jnp.exp)
+    expm1 = staticmethod(jnp.expm1)
     log = staticmethod(jnp.log)
+    log1p = staticmethod(jnp.log1p)
+    sin = staticmethod(jnp.sin)
+    cos = staticmethod(jnp.cos)
+    tan = staticmethod(jnp.tan)
     tanh = staticmethod(jnp.tanh)
     sigmoid = staticmethod(jax.nn.sigmoid)
+    erf = staticmethod(jax.scipy.special.erf)
+    atan2 = staticmethod(jnp.arctan2)
     relu = staticmethod(jax.nn.relu)
+    relu6 = staticmethod(jax.nn.relu6)
+    selu = staticmethod(jax.nn.selu)
+    silu = staticmethod(jax.nn.silu)
+    softplus = staticmethod(jax.nn.softplus)
+    mish = staticmethod(jax.nn.mish)
+    greater = staticmethod(jnp.greater)
+    where = staticmethod(jnp.where)
     matmul = staticmethod(jnp.matmul)
+    einsum = staticmethod(jnp.einsum)
+    solve = staticmethod(jnp.linalg.solve)
+    inv = staticmethod(jnp.linalg.inv)
+    det = staticmethod(jnp.linalg.det)
+    cholesky = staticmethod(jnp.linalg.cholesky)
+    svdvals = staticmethod(jnp.linalg.svdvals)
+
+    @staticmethod
+    def clip(x, lo, hi):
+        return jnp.clip(x, lo, hi)
+
+    @staticmethod
+    def leaky_relu(x, negative_slope):
+        return jax.nn.leaky_relu(x, negative_slope)
+
+    @staticmethod
+    def elu(x, alpha):
+        return jax.nn.elu(x, alpha)
+
+    @staticmethod
+    def gelu(x, approximate):
+        return jax.nn.gelu(x, approximate=approximate)
+
+    @staticmethod
+    def hardtanh(x, min_val, max_val):
+        if (min_val, max_val) != (-1, 1):
+            raise Unsupported("jax.nn.hard_tanh has fixed bounds [-1, 1]")
+        return jax.nn.hard_tanh(x)
+
+    # ---- reductions ------------------------------------------------------------------
+    @staticmethod
+    def sum(x, axis=None, keepdims=False):
+        return jnp.sum(x, axis=_dims(axis), keepdims=keepdims)
+
+    @staticmethod
+    def mean(x, axis=None, keepdims=False):
+        return jnp.mean(x, axis=_dims(axis), keepdims=keepdims)
+
+    @staticmethod
+    def prod(x, axis=None, keepdims=False):
+        return jnp.prod(x, axis=_dims(axis), keepdims=keepdims)
+
+    @staticmethod
+    def max(x, axis=None, keepdims=False):
+        return jnp.max(x, axis=_dims(axis), keepdims=keepdims)
+
+    @staticmethod
+    def min(x, axis=None, keepdims=False):
+        return jnp.min(x, axis=_dims(axis), keepdims=keepdims)
+
+    amax, amin = max, min  # jnp.amax is jnp.max: one reduction, ties shared evenly
+
+    @staticmethod
+    def logsumexp(x, axis=None, keepdims=False):
+        return jax.nn.logsumexp(x, axis=_dims(axis), keepdims=keepdims)
+
+    @staticmethod
+    def var(x, ddof, axis=None, keepdims=False):
+        return jnp.var(x, axis=_dims(axis), ddof=ddof, keepdims=keepdims)
+
+    @staticmethod
+    def std(x, ddof, axis=None, keepdims=False):
+        return jnp.std(x, axis=_dims(axis), ddof=ddof, keepdims=keepdims)
+
+    @staticmethod
+    def norm(x, ord, axis=None, keepdims=False):
+        return jnp.linalg.vector_norm(x, ord=ord, axis=_dims(axis), keepdims=keepdims)
+
+    @staticmethod
+    def cumsum(x, axis):
+        return jnp.cumsum(x, axis=axis)
+
+    @staticmethod
+    def cumprod(x, axis):
+        return jnp.cumprod(x, axis=axis)
+
+    # ---- indexing and shape -----------------------------------------------------------
+    @staticmethod
+    def gather(x, indices, axis):
+        return jnp.take(x, indices, axis=axis)
+
+    @staticmethod
+    def take_along_axis(x, indices, axis):
+        return jnp.take_along_axis(x, indices, axis=axis)
+
+    @staticmethod
+    def concat(xs, axis):
+        return jnp.concatenate(list(xs), axis=axis)
+
+    @staticmethod
+    def stack(xs, axis):
+        return jnp.stack(list(xs), axis=axis)
+
+    @staticmethod
+    def pad(x, pad_width, value=0.0):
+        return jnp.pad(x, [tuple(p) for p in pad_width], constant_values=value)
 
     @staticmethod
     def transpose(x, axes=None):
@@ -58,14 +194,24 @@ class JaxOps(Ops):
     def reshape(x, shape):
         return jnp.reshape(x, tuple(shape))
 
+    # ---- linear algebra ------------------------------------------------------------------
     @staticmethod
-    def sum(x, axis=None, keepdims=False):
-        return jnp.sum(x, axis=_dims(axis), keepdims=keepdims)
+    def slogdet(a):
+        return jnp.linalg.slogdet(a).logabsdet
 
     @staticmethod
-    def mean(x, axis=None, keepdims=False):
-        return jnp.mean(x, axis=_dims(axis), keepdims=keepdims)
+    def eigh(a):
+        return tuple(jnp.linalg.eigh(a))
 
+    @staticmethod
+    def svd(a):
+        return tuple(jnp.linalg.svd(a, full_matrices=False))
+
+    @staticmethod
+    def qr(a):
+        return tuple(jnp.linalg.qr(a, mode="reduced"))
+
+    # ---- nn functional --------------------------------------------------------------
     @staticmethod
     def softmax(x, axis=-1):
         return jax.nn.softmax(x, axis=axis)
@@ -78,6 +224,66 @@ class JaxOps(Ops):
     def mse(pred, target):
         # JAX has no built-in mse loss (optax is not a dependency); this is its definition.
         return jnp.mean(jnp.square(jnp.subtract(pred, target)))
+
+    @staticmethod
+    def cross_entropy(logits, labels, label_smoothing):
+        """Composed: JAX's core has no cross-entropy (optax has); jax.nn.log_softmax and
+        jax.nn.one_hot with the smoothing of torch and Keras."""
+        classes = logits.shape[-1]
+        target = jax.nn.one_hot(labels, classes, dtype=logits.dtype)
+        target = target * (1.0 - label_smoothing) + label_smoothing / classes
+        return -jnp.mean(jnp.sum(target * jax.nn.log_softmax(logits, axis=-1), axis=-1))
+
+    @staticmethod
+    def conv1d(x, w, stride=1, padding=0, dilation=1):
+        return _conv(x, w, stride, padding, dilation, ("NCH", "OIH", "NCH"))
+
+    @staticmethod
+    def conv2d(x, w, stride=1, padding=0, dilation=1):
+        return _conv(x, w, stride, padding, dilation, ("NCHW", "OIHW", "NCHW"))
+
+    @staticmethod
+    def max_pool2d(x, kernel, stride=None):
+        """Composed: jax.nn has no pooling; lax.reduce_window is the primitive flax pools with."""
+        return _pool(x, kernel, stride, -jnp.inf, lax.max)
+
+    @staticmethod
+    def avg_pool2d(x, kernel, stride=None):
+        """Composed: a lax.reduce_window sum over the window, divided by its size."""
+        k = _pairs(kernel, 2)
+        return _pool(x, kernel, stride, 0.0, lax.add) / (k[0] * k[1])
+
+    @staticmethod
+    def layer_norm(x, weight, bias, eps):
+        """Composed: JAX's core has no layer norm (flax has); jax.nn.standardize over the last
+        axis, its default (one-pass, mean(x^2) - mean^2) variance, then the affine map."""
+        return jax.nn.standardize(x, axis=-1, epsilon=eps) * weight + bias
+
+    @staticmethod
+    def batch_norm(x, weight, bias, eps, mean=None, var=None):
+        """Composed: jax.nn.standardize over every axis but the channel axis 1, with the batch's
+        statistics or the given running ones, then the affine map."""
+        axes = (0,) + tuple(range(2, x.ndim))
+        shape = (1, -1) + (1,) * (x.ndim - 2)
+        if mean is not None:
+            mean, var = jnp.reshape(mean, shape), jnp.reshape(var, shape)
+        y = jax.nn.standardize(x, axis=axes, mean=mean, variance=var, epsilon=eps)
+        return y * jnp.reshape(weight, shape) + jnp.reshape(bias, shape)
+
+    @staticmethod
+    def dropout(x, mask, p):
+        """Composed: JAX has no dropout function (flax has); the scaling and masking with jnp.where."""
+        return jnp.where(mask, x * (1.0 / (1.0 - p)), 0.0)
+
+    @staticmethod
+    def embedding(table, ids):
+        return jnp.take(table, ids, axis=0)
+
+    @staticmethod
+    def scaled_dot_product_attention(q, k, v, mask=None):
+        # jax.nn.dot_product_attention is (batch, seq, heads, dim)
+        swap = lambda t: jnp.swapaxes(t, 1, 2)  # noqa: E731
+        return swap(jax.nn.dot_product_attention(swap(q), swap(k), swap(v), mask=mask))
 
 
 class JaxAdapter(Adapter):

@@ -33,6 +33,54 @@ def _binary(fn):
     return staticmethod(lambda a, b: fn(_like(a, b), _like(b, a)))
 
 
+def _keras_ops():
+    """keras.ops, for the few ops TensorFlow itself lacks; only under Keras' TF backend."""
+    import keras
+
+    if keras.backend.backend() != "tensorflow":
+        raise Unsupported(f"keras runs the {keras.backend.backend()} backend here, not tensorflow "
+                          f"(set KERAS_BACKEND=tensorflow)")
+    return keras.ops
+
+
+def _nhwc(x):
+    return tf.transpose(x, (0, 2, 3, 1))
+
+
+def _nchw(x):
+    return tf.transpose(x, (0, 3, 1, 2))
+
+
+def _pair(value):
+    return (value, value) if isinstance(value, int) else tuple(value)
+
+
+def _conv(x, w, stride, padding, dilation, n):
+    """tf.nn.convolution in canonical layout: x and w moved channels-last (NWC/NHWC, WIO/HWIO),
+    explicit zero padding by tf.pad. Not tf.nn.conv1d/conv2d: with dilation > 1 those have no
+    CPU gradient ("Current CPU implementations do not yet support dilation rates larger than
+    1"), while tf.nn.convolution dilates by space-to-batch, which has one but refuses
+    strides > 1 together with dilation > 1: that combination is Unsupported."""
+    spatial = list(range(2, 2 + n))
+    pads = [(p, p) for p in ((padding,) * n if isinstance(padding, int) else padding)]
+    x = tf.transpose(x, [0] + spatial + [1])
+    if any(p for pair in pads for p in pair):
+        x = tf.pad(x, [[0, 0]] + [list(p) for p in pads] + [[0, 0]])
+    try:
+        y = tf.nn.convolution(x, tf.transpose(w, spatial + [1, 0]), strides=stride, padding="VALID",
+                              dilations=dilation)
+    except ValueError as exc:
+        raise Unsupported(f"tensorflow: {exc}") from None
+    return tf.transpose(y, [0, n + 1] + list(range(1, n + 1)))
+
+
+def _pool(fn, x, kernel, stride):
+    k = _pair(kernel)
+    s = k if stride is None else _pair(stride)
+    # TF's CPU pooling kernels are NHWC only
+    return _nchw(fn(_nhwc(x), ksize=k, strides=s, padding="VALID"))
+
+
 class TensorflowOps(Ops):
     framework = "tensorflow"
 
@@ -41,16 +89,155 @@ class TensorflowOps(Ops):
     mul = _binary(tf.math.multiply)
     div = _binary(tf.math.divide)
     pow = _binary(tf.math.pow)
+    maximum = _binary(tf.math.maximum)
+    minimum = _binary(tf.math.minimum)
+    atan2 = _binary(tf.math.atan2)
+    greater = _binary(tf.math.greater)
     neg = staticmethod(tf.math.negative)
     square = staticmethod(tf.math.square)
     sqrt = staticmethod(tf.math.sqrt)
+    rsqrt = staticmethod(tf.math.rsqrt)
     abs = staticmethod(tf.math.abs)
+    sign = staticmethod(tf.math.sign)
+    floor = staticmethod(tf.math.floor)
+    round = staticmethod(tf.math.round)
     exp = staticmethod(tf.math.exp)
+    expm1 = staticmethod(tf.math.expm1)
     log = staticmethod(tf.math.log)
+    log1p = staticmethod(tf.math.log1p)
+    sin = staticmethod(tf.math.sin)
+    cos = staticmethod(tf.math.cos)
+    tan = staticmethod(tf.math.tan)
     tanh = staticmethod(tf.math.tanh)
     sigmoid = staticmethod(tf.math.sigmoid)
+    erf = staticmethod(tf.math.erf)
     relu = staticmethod(tf.nn.relu)
+    relu6 = staticmethod(tf.nn.relu6)
+    selu = staticmethod(tf.nn.selu)
+    silu = staticmethod(tf.nn.silu)
+    softplus = staticmethod(tf.math.softplus)
+    einsum = staticmethod(tf.einsum)
+    solve = staticmethod(tf.linalg.solve)
+    inv = staticmethod(tf.linalg.inv)
+    det = staticmethod(tf.linalg.det)
+    cholesky = staticmethod(tf.linalg.cholesky)
 
+    @staticmethod
+    def clip(x, lo, hi):
+        return tf.clip_by_value(x, lo, hi)
+
+    @staticmethod
+    def leaky_relu(x, negative_slope):
+        return tf.nn.leaky_relu(x, alpha=negative_slope)
+
+    @staticmethod
+    def elu(x, alpha):
+        """tf.nn.elu has alpha 1 only; keras.ops.elu scales its negative branch for other alphas."""
+        return tf.nn.elu(x) if alpha == 1 else _keras_ops().elu(x, alpha)
+
+    @staticmethod
+    def gelu(x, approximate):
+        return tf.nn.gelu(x, approximate=approximate)
+
+    @staticmethod
+    def hardtanh(x, min_val, max_val):
+        if (min_val, max_val) != (-1, 1):
+            raise Unsupported("tensorflow has no hardtanh; keras.ops.hard_tanh has fixed bounds [-1, 1]")
+        return _keras_ops().hard_tanh(x)
+
+    @staticmethod
+    def mish(x):
+        raise Unsupported("tensorflow has no mish (tf.nn and keras.ops lack it)")
+
+    # ---- reductions ------------------------------------------------------------------
+    @staticmethod
+    def sum(x, axis=None, keepdims=False):
+        return tf.reduce_sum(x, axis=axis, keepdims=keepdims)
+
+    @staticmethod
+    def mean(x, axis=None, keepdims=False):
+        return tf.reduce_mean(x, axis=axis, keepdims=keepdims)
+
+    @staticmethod
+    def prod(x, axis=None, keepdims=False):
+        return tf.reduce_prod(x, axis=axis, keepdims=keepdims)
+
+    @staticmethod
+    def max(x, axis=None, keepdims=False):
+        return tf.reduce_max(x, axis=axis, keepdims=keepdims)
+
+    @staticmethod
+    def min(x, axis=None, keepdims=False):
+        return tf.reduce_min(x, axis=axis, keepdims=keepdims)
+
+    amax, amin = max, min  # one reduction in TF, ties shared evenly
+
+    @staticmethod
+    def logsumexp(x, axis=None, keepdims=False):
+        return tf.math.reduce_logsumexp(x, axis=axis, keepdims=keepdims)
+
+    @staticmethod
+    def var(x, ddof, axis=None, keepdims=False):
+        """tf.math.reduce_variance is biased only; TF's numpy API takes ddof (and fails with
+        ddof != 0 unless given the dtype)."""
+        if ddof == 0:
+            return tf.math.reduce_variance(x, axis=axis, keepdims=keepdims)
+        return tf.experimental.numpy.var(x, axis=axis, ddof=ddof, keepdims=keepdims, dtype=x.dtype)
+
+    @staticmethod
+    def std(x, ddof, axis=None, keepdims=False):
+        """tf.math.reduce_std is biased only and TF's numpy std has no ddof: composed as the
+        square root of var with ddof."""
+        if ddof == 0:
+            return tf.math.reduce_std(x, axis=axis, keepdims=keepdims)
+        return tf.math.sqrt(TensorflowOps.var(x, ddof, axis=axis, keepdims=keepdims))
+
+    @staticmethod
+    def norm(x, ord, axis=None, keepdims=False):
+        return tf.norm(x, ord=ord, axis=axis, keepdims=keepdims)
+
+    @staticmethod
+    def cumsum(x, axis):
+        return tf.math.cumsum(x, axis=axis)
+
+    @staticmethod
+    def cumprod(x, axis):
+        return tf.math.cumprod(x, axis=axis)
+
+    # ---- indexing and shape -----------------------------------------------------------
+    @staticmethod
+    def where(cond, a, b):
+        return tf.where(cond, _like(a, b), _like(b, a))
+
+    @staticmethod
+    def gather(x, indices, axis):
+        return tf.gather(x, indices, axis=axis)
+
+    @staticmethod
+    def take_along_axis(x, indices, axis):
+        return tf.experimental.numpy.take_along_axis(x, indices, axis)
+
+    @staticmethod
+    def concat(xs, axis):
+        return tf.concat(list(xs), axis=axis)
+
+    @staticmethod
+    def stack(xs, axis):
+        return tf.stack(list(xs), axis=axis)
+
+    @staticmethod
+    def pad(x, pad_width, value=0.0):
+        return tf.pad(x, [list(p) for p in pad_width], constant_values=value)
+
+    @staticmethod
+    def transpose(x, axes=None):
+        return tf.transpose(x, perm=None if axes is None else list(axes))
+
+    @staticmethod
+    def reshape(x, shape):
+        return tf.reshape(x, tuple(shape))
+
+    # ---- linear algebra ------------------------------------------------------------------
     @staticmethod
     def matmul(a, b):
         # tf.linalg.matmul wants rank >= 2; rank-1 operands follow numpy/torch semantics.
@@ -63,21 +250,27 @@ class TensorflowOps(Ops):
         return tf.linalg.matmul(a, b)
 
     @staticmethod
-    def transpose(x, axes=None):
-        return tf.transpose(x, perm=None if axes is None else list(axes))
+    def slogdet(a):
+        return tf.linalg.slogdet(a)[1]
 
     @staticmethod
-    def reshape(x, shape):
-        return tf.reshape(x, tuple(shape))
+    def eigh(a):
+        return tuple(tf.linalg.eigh(a))
 
     @staticmethod
-    def sum(x, axis=None, keepdims=False):
-        return tf.reduce_sum(x, axis=axis, keepdims=keepdims)
+    def svd(a):
+        s, u, v = tf.linalg.svd(a, full_matrices=False)  # TF returns v, not its adjoint
+        return u, s, tf.linalg.adjoint(v)
 
     @staticmethod
-    def mean(x, axis=None, keepdims=False):
-        return tf.reduce_mean(x, axis=axis, keepdims=keepdims)
+    def svdvals(a):
+        return tf.linalg.svd(a, compute_uv=False)
 
+    @staticmethod
+    def qr(a):
+        return tuple(tf.linalg.qr(a, full_matrices=False))
+
+    # ---- nn functional --------------------------------------------------------------
     @staticmethod
     def softmax(x, axis=-1):
         return tf.nn.softmax(x, axis=axis)
@@ -91,11 +284,78 @@ class TensorflowOps(Ops):
         # Mean over *all* elements (keras.losses.MeanSquaredError averages the last axis first).
         return tf.reduce_mean(tf.math.squared_difference(pred, _like(target, pred)))
 
+    @staticmethod
+    def cross_entropy(logits, labels, label_smoothing):
+        """tf.nn.sparse_softmax_cross_entropy_with_logits; with smoothing, the dense
+        tf.nn.softmax_cross_entropy_with_logits on smoothed one-hot targets (as Keras does)."""
+        if label_smoothing == 0:
+            losses = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits)
+        else:
+            classes = logits.shape[-1]
+            target = tf.one_hot(labels, classes, dtype=logits.dtype)
+            target = target * (1.0 - label_smoothing) + label_smoothing / classes
+            losses = tf.nn.softmax_cross_entropy_with_logits(labels=target, logits=logits)
+        return tf.reduce_mean(losses)
+
+    @staticmethod
+    def conv1d(x, w, stride=1, padding=0, dilation=1):
+        return _conv(x, w, stride, padding, dilation, 1)
+
+    @staticmethod
+    def conv2d(x, w, stride=1, padding=0, dilation=1):
+        return _conv(x, w, stride, padding, dilation, 2)
+
+    @staticmethod
+    def max_pool2d(x, kernel, stride=None):
+        return _pool(tf.nn.max_pool2d, x, kernel, stride)
+
+    @staticmethod
+    def avg_pool2d(x, kernel, stride=None):
+        return _pool(tf.nn.avg_pool2d, x, kernel, stride)
+
+    @staticmethod
+    def layer_norm(x, weight, bias, eps):
+        """TF has no layer norm function; keras.ops.layer_normalization over the last axis."""
+        return _keras_ops().layer_normalization(x, weight, bias, axis=-1, epsilon=eps)
+
+    @staticmethod
+    def batch_norm(x, weight, bias, eps, mean=None, var=None):
+        """tf.nn.batch_normalization, with tf.nn.moments over every axis but channel axis 1 in
+        training (the pair Keras' BatchNormalization uses)."""
+        shape = (1, -1) + (1,) * (len(x.shape) - 2)
+        if mean is None:
+            mean, var = tf.nn.moments(x, axes=[0] + list(range(2, len(x.shape))), keepdims=True)
+        else:
+            mean, var = tf.reshape(mean, shape), tf.reshape(var, shape)
+        return tf.nn.batch_normalization(x, mean, var, offset=tf.reshape(bias, shape),
+                                         scale=tf.reshape(weight, shape), variance_epsilon=eps)
+
+    @staticmethod
+    def dropout(x, mask, p):
+        """Composed: tf.nn.dropout draws its own mask and accepts none; the scaling and
+        masking it applies, with tf.where."""
+        return tf.where(mask, x * (1.0 / (1.0 - p)), tf.zeros_like(x))
+
+    @staticmethod
+    def embedding(table, ids):
+        return tf.nn.embedding_lookup(table, ids)
+
+    @staticmethod
+    def scaled_dot_product_attention(q, k, v, mask=None):
+        """TF has no attention function; keras.ops.dot_product_attention, (batch, seq, heads,
+        dim), the scale 1/sqrt(dim) passed as a python number, as users pass it. Keras applies it
+        with tf.cast, which rounds a python float through float32 (as its default scale is a
+        float32 tensor), so float64 attention carries a float32-rounded scale."""
+        swap = lambda t: tf.transpose(t, (0, 2, 1, 3))  # noqa: E731
+        scale = 1.0 / float(q.shape[-1]) ** 0.5
+        out = _keras_ops().dot_product_attention(swap(q), swap(k), swap(v), mask=mask, scale=scale)
+        return swap(out)
+
 
 class TensorflowAdapter(Adapter):
     name = "tensorflow"
     extra = "tensorflow"
-    UNSUPPORTED_PATTERNS = ("ForwardAccumulator", "forward-mode", "not supported in forward")
+    UNSUPPORTED_PATTERNS = ("ForwardAccumulator", "forward-mode", "not supported in forward", "MaxPoolGradGrad")
 
     def __init__(self):
         super().__init__()

@@ -23,6 +23,21 @@ def _dims(axis):
     return axis if axis is None or isinstance(axis, int) else tuple(axis)
 
 
+def _all_dims(x, axis):
+    """torch reductions without an all-axes default (logsumexp, var, norm) take every dim."""
+    return tuple(range(x.dim())) if axis is None else _dims(axis)
+
+
+def _tensor(a, like):
+    """A python number as a tensor of ``like``'s dtype and device: torch.maximum, atan2 and
+    friends accept tensors only."""
+    return torch.as_tensor(a, dtype=like.dtype, device=like.device) if not torch.is_tensor(a) else a
+
+
+def _binary(fn):
+    return staticmethod(lambda a, b: fn(_tensor(a, b), _tensor(b, a)))
+
+
 class TorchOps(Ops):
     framework = "torch"
 
@@ -34,13 +49,139 @@ class TorchOps(Ops):
     pow = staticmethod(torch.pow)
     square = staticmethod(torch.square)
     sqrt = staticmethod(torch.sqrt)
+    rsqrt = staticmethod(torch.rsqrt)
     abs = staticmethod(torch.abs)
+    sign = staticmethod(torch.sign)
+    maximum = _binary(torch.maximum)
+    minimum = _binary(torch.minimum)
+    floor = staticmethod(torch.floor)
+    round = staticmethod(torch.round)
     exp = staticmethod(torch.exp)
+    expm1 = staticmethod(torch.expm1)
     log = staticmethod(torch.log)
+    log1p = staticmethod(torch.log1p)
+    sin = staticmethod(torch.sin)
+    cos = staticmethod(torch.cos)
+    tan = staticmethod(torch.tan)
     tanh = staticmethod(torch.tanh)
     sigmoid = staticmethod(torch.sigmoid)
+    erf = staticmethod(torch.special.erf)
+    atan2 = _binary(torch.atan2)
     relu = staticmethod(torch.relu)
+    relu6 = staticmethod(F.relu6)
+    selu = staticmethod(F.selu)
+    silu = staticmethod(F.silu)
+    softplus = staticmethod(F.softplus)
+    mish = staticmethod(F.mish)
+    greater = _binary(torch.gt)
     matmul = staticmethod(torch.matmul)
+    einsum = staticmethod(torch.einsum)
+    solve = staticmethod(torch.linalg.solve)
+    inv = staticmethod(torch.linalg.inv)
+    det = staticmethod(torch.linalg.det)
+    cholesky = staticmethod(torch.linalg.cholesky)
+    svdvals = staticmethod(torch.linalg.svdvals)
+
+    @staticmethod
+    def clip(x, lo, hi):
+        return torch.clamp(x, lo, hi)
+
+    @staticmethod
+    def leaky_relu(x, negative_slope):
+        return F.leaky_relu(x, negative_slope)
+
+    @staticmethod
+    def elu(x, alpha):
+        return F.elu(x, alpha)
+
+    @staticmethod
+    def gelu(x, approximate):
+        return F.gelu(x, approximate="tanh" if approximate else "none")
+
+    @staticmethod
+    def hardtanh(x, min_val, max_val):
+        return F.hardtanh(x, min_val, max_val)
+
+    # ---- reductions ------------------------------------------------------------------
+    @staticmethod
+    def sum(x, axis=None, keepdims=False):
+        return torch.sum(x) if axis is None else torch.sum(x, dim=_dims(axis), keepdim=keepdims)
+
+    @staticmethod
+    def mean(x, axis=None, keepdims=False):
+        return torch.mean(x) if axis is None else torch.mean(x, dim=_dims(axis), keepdim=keepdims)
+
+    @staticmethod
+    def prod(x, axis=None, keepdims=False):
+        return torch.prod(x) if axis is None else torch.prod(x, dim=axis, keepdim=keepdims)
+
+    @staticmethod
+    def max(x, axis=None, keepdims=False):
+        """torch.max(x, dim) returns (values, indices); its gradient follows the index."""
+        return torch.max(x) if axis is None else torch.max(x, dim=axis, keepdim=keepdims).values
+
+    @staticmethod
+    def min(x, axis=None, keepdims=False):
+        return torch.min(x) if axis is None else torch.min(x, dim=axis, keepdim=keepdims).values
+
+    @staticmethod
+    def amax(x, axis=None, keepdims=False):
+        return torch.amax(x, dim=_all_dims(x, axis), keepdim=keepdims)
+
+    @staticmethod
+    def amin(x, axis=None, keepdims=False):
+        return torch.amin(x, dim=_all_dims(x, axis), keepdim=keepdims)
+
+    @staticmethod
+    def logsumexp(x, axis=None, keepdims=False):
+        return torch.logsumexp(x, dim=_all_dims(x, axis), keepdim=keepdims)
+
+    @staticmethod
+    def var(x, ddof, axis=None, keepdims=False):
+        return torch.var(x, dim=_dims(axis), correction=ddof, keepdim=keepdims)
+
+    @staticmethod
+    def std(x, ddof, axis=None, keepdims=False):
+        return torch.std(x, dim=_dims(axis), correction=ddof, keepdim=keepdims)
+
+    @staticmethod
+    def norm(x, ord, axis=None, keepdims=False):
+        return torch.linalg.vector_norm(x, ord=ord, dim=_dims(axis), keepdim=keepdims)
+
+    @staticmethod
+    def cumsum(x, axis):
+        return torch.cumsum(x, dim=axis)
+
+    @staticmethod
+    def cumprod(x, axis):
+        return torch.cumprod(x, dim=axis)
+
+    # ---- indexing and shape -----------------------------------------------------------
+    @staticmethod
+    def where(cond, a, b):
+        return torch.where(cond, a, b)
+
+    @staticmethod
+    def gather(x, indices, axis):
+        return torch.index_select(x, axis, indices)
+
+    @staticmethod
+    def take_along_axis(x, indices, axis):
+        return torch.take_along_dim(x, indices, dim=axis)
+
+    @staticmethod
+    def concat(xs, axis):
+        return torch.cat(list(xs), dim=axis)
+
+    @staticmethod
+    def stack(xs, axis):
+        return torch.stack(list(xs), dim=axis)
+
+    @staticmethod
+    def pad(x, pad_width, value=0.0):
+        # F.pad lists (before, after) pairs from the last axis backwards
+        flat = [int(n) for pair in reversed(pad_width) for n in pair]
+        return F.pad(x, flat, mode="constant", value=value)
 
     @staticmethod
     def transpose(x, axes=None):
@@ -50,14 +191,24 @@ class TorchOps(Ops):
     def reshape(x, shape):
         return torch.reshape(x, tuple(shape))
 
+    # ---- linear algebra ------------------------------------------------------------------
     @staticmethod
-    def sum(x, axis=None, keepdims=False):
-        return torch.sum(x) if axis is None else torch.sum(x, dim=_dims(axis), keepdim=keepdims)
+    def slogdet(a):
+        return torch.linalg.slogdet(a).logabsdet
 
     @staticmethod
-    def mean(x, axis=None, keepdims=False):
-        return torch.mean(x) if axis is None else torch.mean(x, dim=_dims(axis), keepdim=keepdims)
+    def eigh(a):
+        return tuple(torch.linalg.eigh(a))
 
+    @staticmethod
+    def svd(a):
+        return tuple(torch.linalg.svd(a, full_matrices=False))
+
+    @staticmethod
+    def qr(a):
+        return tuple(torch.linalg.qr(a, mode="reduced"))
+
+    # ---- nn functional --------------------------------------------------------------
     @staticmethod
     def softmax(x, axis=-1):
         return torch.softmax(x, dim=axis)
@@ -70,11 +221,54 @@ class TorchOps(Ops):
     def mse(pred, target):
         return F.mse_loss(pred, target)
 
+    @staticmethod
+    def cross_entropy(logits, labels, label_smoothing):
+        return F.cross_entropy(logits, labels, label_smoothing=label_smoothing)
+
+    @staticmethod
+    def conv1d(x, w, stride=1, padding=0, dilation=1):
+        return F.conv1d(x, w, stride=stride, padding=padding, dilation=dilation)
+
+    @staticmethod
+    def conv2d(x, w, stride=1, padding=0, dilation=1):
+        return F.conv2d(x, w, stride=stride, padding=padding, dilation=dilation)
+
+    @staticmethod
+    def max_pool2d(x, kernel, stride=None):
+        return F.max_pool2d(x, kernel, stride)
+
+    @staticmethod
+    def avg_pool2d(x, kernel, stride=None):
+        return F.avg_pool2d(x, kernel, stride)
+
+    @staticmethod
+    def layer_norm(x, weight, bias, eps):
+        return F.layer_norm(x, x.shape[-1:], weight, bias, eps)
+
+    @staticmethod
+    def batch_norm(x, weight, bias, eps, mean=None, var=None):
+        # training=True normalises with the batch's statistics; no running buffers to update
+        return F.batch_norm(x, mean, var, weight, bias, training=mean is None, eps=eps)
+
+    @staticmethod
+    def dropout(x, mask, p):
+        """Composed: F.dropout draws its own mask and accepts none, so this is the scaling and
+        masking it applies, with torch.where."""
+        return torch.where(mask, x * (1.0 / (1.0 - p)), 0.0)
+
+    @staticmethod
+    def embedding(table, ids):
+        return F.embedding(ids, table)
+
+    @staticmethod
+    def scaled_dot_product_attention(q, k, v, mask=None):
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+
 
 class TorchAdapter(Adapter):
     name = "torch"
     extra = "torch"
-    UNSUPPORTED_PATTERNS = ("functorch transforms", "forward AD", "setup_context", "jvp is not implemented",
+    UNSUPPORTED_PATTERNS = ("functorch transforms", "forward AD", "doesn't have storage", "setup_context", "jvp is not implemented",
                             "Trying to use forward AD", "not implemented for forward")
 
     def __init__(self):

@@ -2,22 +2,26 @@
 
 Exit codes: 0 nothing diverged; 1 a gradient diverged, was NaN where its reference is not,
 or a task failed with an error; 2 bad usage (unknown case, framework, device, dtype or flag;
-a missing or malformed case file; no framework installed). Usage errors are one line on
-stderr and leave nothing on disk.
+a missing or malformed case file; no framework installed; an output folder that cannot be
+written). Usage errors are one line on stderr and leave nothing on disk. 130 / 143 / 129: the
+run was interrupted by SIGINT / SIGTERM / SIGHUP (partial report written; --resume finishes it).
 """
 from __future__ import annotations
 
 import argparse
 import shlex
+import signal
 import sys
 import time
 
 from adapters import FRAMEWORKS
 
+from . import commands
 from . import devices as device_discovery
 from .case import CaseError
 from .loader import builtin_cases, select
 from .ops_spec import OPS
+from .runner import Interrupted, RunError
 from .tolerance import DTYPE_TOLERANCE
 
 MODES = ("eager", "compiled")
@@ -26,6 +30,13 @@ PRECISIONS = ("default", "highest")
 
 class UsageError(Exception):
     pass
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (exit 2), like every other usage error."""
+
+    def error(self, message):
+        self.exit(2, f"error: {message} (see `{self.prog} --help`)\n")
 
 
 def _csv(value: str) -> list:
@@ -43,12 +54,13 @@ def _choose(value: str, allowed, what: str) -> list:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="python -m harness",
         description="Do PyTorch, JAX and TensorFlow compute the same gradients? Each case runs on every "
                     "framework in its own worker; every gradient is held against finite differences, "
                     "forward mode, a float64 reference and the other frameworks.",
-        epilog="exit codes: 0 all agree, 1 something diverged (or errored), 2 bad usage")
+        epilog="exit codes: 0 all agree, 1 something diverged (or errored), 2 bad usage or an unwritable "
+               "output folder, 130/143 interrupted (SIGINT/SIGTERM; finish with run --resume RUN_DIR)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="run cases and write reports/<run-id>/report.md",
@@ -84,9 +96,21 @@ def build_parser() -> argparse.ArgumentParser:
                           "(default: the CPUs this process may use)")
     run.add_argument("--timeout", type=float, default=600.0,
                      help="seconds one task may take before its worker is killed (default 600)")
+    run.add_argument("--worker-timeout", type=float, default=None, metavar="SECONDS",
+                     help="seconds all the tasks of one worker (framework, device, precision) may take "
+                          "together; past it the running task is killed and the rest recorded as not run "
+                          "(default: no limit)")
+    run.add_argument("--memory-limit", default=None, metavar="SIZE",
+                     help="cap each CPU worker's address space (e.g. 8G, 512M; a bare number is GiB): an "
+                          "allocation beyond it becomes an 'out of memory' error record (default: no limit)")
+    run.add_argument("--resume", metavar="RUN_DIR",
+                     help="finish an interrupted run: the same tasks (settings from RUN_DIR/run.json), running "
+                          "only those not yet done, then its results and report")
     run.add_argument("--quiet", action="store_true", help="no progress lines")
+    commands.add_run_options(run)
 
     sub.add_parser("list", help="cases, frameworks and devices this machine can run (imports no framework)")
+    commands.add_subcommands(sub)
     return parser
 
 
@@ -116,6 +140,9 @@ def settings_from(args, argv) -> "Settings":
         raise UsageError("--timeout must be positive")
     if args.threads is not None and args.threads < 1:
         raise UsageError("--threads must be at least 1")
+    if args.worker_timeout is not None and args.worker_timeout <= 0:
+        raise UsageError("--worker-timeout must be positive")
+    memory_limit = _size(args.memory_limit) if args.memory_limit is not None else 0
     cases = select(args.cases, everything=args.all, quick=args.quick)
     if not cases:
         raise UsageError("the selection matches no case")
@@ -125,13 +152,61 @@ def settings_from(args, argv) -> "Settings":
         precisions=_choose(args.precision, PRECISIONS, "precision"), seed=args.seed, out=args.out,
         jobs=args.jobs, threads=args.threads if args.threads is not None else _cpus(), timeout=args.timeout,
         fd_mode=args.fd_mode, timing=None if args.timing == "off" else args.timing, quiet=args.quiet,
-        command="python -m harness " + " ".join(shlex.quote(a) for a in argv), missing=missing)
+        command="python -m harness " + " ".join(shlex.quote(a) for a in argv), missing=missing,
+        worker_timeout=args.worker_timeout, memory_limit=memory_limit)
+
+
+def _size(text: str) -> int:
+    """'8G', '512M', '1.5T', '2048K' (binary units) or a bare number of GiB -> bytes."""
+    units = {"K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
+    t = text.strip().upper().removesuffix("IB").removesuffix("B")
+    scale = units.get(t[-1:], None)
+    try:
+        value = float(t[:-1] if scale else t) * (scale or 2**30)
+    except ValueError:
+        raise UsageError(f"--memory-limit {text!r}: give a size such as 8G or 512M") from None
+    if value < 2**20:
+        raise UsageError(f"--memory-limit {text!r} is too small to start a worker")
+    return int(value)
+
+
+#: options that may accompany --resume (they do not change what the run computes)
+RESUME_OPTIONS = ("--resume", "--quiet", "--jobs", "--fail-on")
+
+
+def resume_settings(args, argv) -> "Settings":
+    from pathlib import Path
+
+    from .session import load_settings
+
+    others = sorted({a.split("=", 1)[0] for a in argv[1:] if a.startswith("--")} - set(RESUME_OPTIONS))
+    if others:
+        raise UsageError(f"--resume takes the run's own settings; drop {', '.join(others)}")
+    run_dir = Path(args.resume)
+    settings = load_settings(run_dir)
+    settings.quiet = args.quiet
+    if "--jobs" in argv[1:] or any(a.startswith("--jobs=") for a in argv[1:]):
+        if args.jobs < 1:
+            raise UsageError("--jobs must be at least 1")
+        settings.jobs = args.jobs
+    settings.command = "python -m harness " + " ".join(shlex.quote(a) for a in argv)
+    return settings
 
 
 def cmd_run(args, argv) -> int:
     from . import report, session
 
+    if args.resume:
+        settings = resume_settings(args, argv)
+        with _signals_interrupt():
+            run_dir, records, meta = session.execute(settings, log=(lambda m: print(m, file=sys.stderr)),
+                                                     resume=settings.out, progress=commands.progress_for(settings))
+        print(report.console_summary(records, meta))
+        print(f"report: {run_dir / 'report.md'}")
+        print(f"results: {run_dir / 'results.jsonl'}")
+        return 1 if commands.failed(records, args) else 0
     settings = settings_from(args, argv)
+    commands.apply_run_options(settings, args)
     if settings.out is not None:
         from pathlib import Path
         settings.out = Path(settings.out)
@@ -139,12 +214,13 @@ def cmd_run(args, argv) -> int:
             raise UsageError(f"--out {settings.out} exists and is not empty")
     for fw, hint in settings.missing.items():
         print(f"note: {fw} is not installed, its rows are skipped. Install: {hint}", file=sys.stderr)
-    run_dir, records, meta = session.execute(settings, log=(lambda m: print(m, file=sys.stderr)))
+    with _signals_interrupt():
+        run_dir, records, meta = session.execute(settings, log=(lambda m: print(m, file=sys.stderr)),
+                                                 progress=commands.progress_for(settings))
     print(report.console_summary(records, meta))
     print(f"report: {run_dir / 'report.md'}")
     print(f"results: {run_dir / 'results.jsonl'}")
-    bad = [r for r in records if r["verdict"] in ("diverge", "nan", "error")]
-    return 1 if bad else 0
+    return 1 if commands.failed(records, args) else 0
 
 
 def cmd_list(args) -> int:
@@ -179,10 +255,45 @@ def main(argv=None) -> int:
     try:
         if args.command == "list":
             return cmd_list(args)
+        if args.command in commands.COMMANDS:
+            return commands.dispatch(args, argv)
         return cmd_run(args, argv)
-    except (UsageError, CaseError) as exc:
+    except (UsageError, CaseError, RunError, *commands.errors()) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except Interrupted as exc:
+        where = "" if exc.run_dir is None else (
+            f": {exc.finished} of {exc.total} task(s) finished, kept in {exc.run_dir}; finish with "
+            f"`python -m harness run --resume {exc.run_dir}`")
+        print(f"interrupted ({exc.name}){where}", file=sys.stderr)
+        return exc.exit_code
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+        print("interrupted (SIGINT)", file=sys.stderr)
         return 130
+
+
+class _signals_interrupt:
+    """While a run executes, SIGTERM and SIGHUP interrupt it the way Ctrl-C (SIGINT) does:
+    workers killed, partial report written, exit 128 + the signal."""
+
+    SIGNALS = tuple(s for s in (getattr(signal, "SIGTERM", None), getattr(signal, "SIGHUP", None)) if s)
+
+    def __enter__(self):
+        self.saved = {}
+        for sig in self.SIGNALS:
+            try:
+                if signal.getsignal(sig) == signal.SIG_IGN:  # e.g. SIGHUP under nohup: stays ignored
+                    continue
+                self.saved[sig] = signal.signal(sig, self._raise)
+            except (ValueError, OSError):  # not the main thread, or not on this OS
+                pass
+        return self
+
+    @staticmethod
+    def _raise(signum, frame):
+        raise Interrupted(signum)
+
+    def __exit__(self, *exc):
+        for sig, handler in self.saved.items():
+            signal.signal(sig, handler)
+        return False

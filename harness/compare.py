@@ -136,7 +136,7 @@ class Observation:
     def arrays(self, prefix: str) -> dict:
         if self._arrays is None:
             name = self.row.get("arrays")
-            self._arrays = dict(np.load(self._arrays_dir / name)) if name else {}
+            self._arrays = dict(np.load(self._arrays_dir / name, allow_pickle=False)) if name else {}
         return {k.split("/", 1)[1]: v for k, v in self._arrays.items() if k.startswith(prefix + "/")}
 
     @property
@@ -270,8 +270,12 @@ def _jvp(o: Observation, tol: Tolerance) -> list:
     rec = _record(o, "jvp", "*", comparison, tol)
     rec["worst_index"] = []
     if comparison.verdict == "diverge":
-        rec["cause"] = "ad-bug"
-        rec["message"] = "forward mode disagrees with reverse mode (the fd check says which is right)"
+        if o.reduced_precision:
+            rec["cause"] = "precision-policy"
+            rec["message"] = "forward and reverse mode disagree at the rounding of a reduced-precision policy"
+        else:
+            rec["cause"] = "ad-bug"
+            rec["message"] = "forward mode disagrees with reverse mode (the fd check says which is right)"
     return [rec]
 
 
@@ -367,6 +371,8 @@ def _against(o: Observation, ref: Observation, check: str, tol: Tolerance, other
 
 def _label_causes(records, cases, reference_of, fd_verdicts):
     """Name a cause for each failing record where the evidence allows."""
+    off_reference = {(r["case"], r["framework"], r["device"], r["dtype"], r["mode"], r["precision"], r["param"])
+                     for r in records if r["check"] == "reference" and r["verdict"] == "diverge"}
     for rec in records:
         if rec["verdict"] not in ("diverge", "nan") or rec.get("cause") in ("ad-bug", "nondiff-convention",
                                                                              "nondeterminism"):
@@ -392,6 +398,10 @@ def _label_causes(records, cases, reference_of, fd_verdicts):
         reduced = [fw for fw, pol in ((rec["framework"], rec.get("policy")),
                                       (rec.get("other_framework"), rec.get("other_policy")))
                    if fw and (pol or {}).get("reduced_precision_float32") and rec["dtype"] == "float32"]
+        # of those, the ones whose own gradient moved off their float64 reference
+        moved = [fw for fw in reduced if (rec["case"], fw, rec["device"], rec["dtype"], rec["mode"],
+                                          rec["precision"], rec["param"]) in off_reference]
+        reduced = moved or reduced
         if reduced:
             rec["cause"] = "precision-policy"
             rec["message"] = f"{', '.join(reduced)} computed float32 in reduced precision (TF32-style policy)"

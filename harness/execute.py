@@ -69,10 +69,17 @@ def run(adapter, case: Case, task: dict) -> tuple[dict, dict]:
 
     grad_call = adapter.grad_fn(problem.f, compiled)
     start = time.perf_counter()
-    result = grad_call(*problem.xs)
-    adapter.sync(result)
+    try:
+        result = grad_call(*problem.xs)
+        adapter.sync(result)
+    except Exception as exc:
+        _explain_loss_output(adapter, problem, exc)
+        raise
     first_grad_call = time.perf_counter() - start
     value = adapter.scalar(result[0])
+    if not np.isfinite(value):
+        raise NonFiniteLoss(f"the loss itself is not finite ({value}) at the case's point in {task['dtype']}, "
+                            f"so its gradient means nothing and no gradient check was made")
     grads = problem.to_canonical([adapter.to_numpy(g) for g in result[1]])
     obs["value"] = value
     for name, g in zip(problem.wrt, grads):
@@ -81,8 +88,7 @@ def run(adapter, case: Case, task: dict) -> tuple[dict, dict]:
     if task.get("determinism", True):
         _, again = adapter.value_and_grad_np(problem.f, problem.xs, compiled)
         again = problem.to_canonical(again)
-        obs["nondeterminism"] = max(float(np.max(np.abs(a - g), initial=0.0))
-                                    for a, g in zip(again, grads))
+        obs["nondeterminism"] = max(_difference(a, g) for a, g in zip(again, grads))
 
     if task.get("timing"):
         obs["timing"] = _guarded(adapter, _timing, adapter, problem, task, compiled, grad_call, first_grad_call)
@@ -95,6 +101,34 @@ def run(adapter, case: Case, task: dict) -> tuple[dict, dict]:
         if SECOND_ORDER_TAG in case.tags:
             obs["hvp"] = _guarded(adapter, _hvp, adapter, problem, case, task, arrays)
     return obs, arrays
+
+
+class NonFiniteLoss(ArithmeticError):
+    """The loss is NaN or inf at the case's point: a fault of the case (or of the dtype's range),
+    reported as an `error` record saying so rather than as NaN gradients everywhere."""
+
+
+def _explain_loss_output(adapter, problem, exc):
+    """Autodiff failed: if that is because the loss is not a real scalar (a vector, an integer,
+    a complex number), raise that plain statement instead of the framework's own message."""
+    from adapters.base import ScalarError
+
+    try:
+        adapter.scalar(adapter.forward_fn(problem.f, False)(*problem.xs))
+    except ScalarError as bad:
+        raise bad from exc
+    except Exception:  # noqa: BLE001 - the forward fails too: the original error says more
+        return
+
+
+def _difference(a, b) -> float:
+    """Largest elementwise difference of two computations of the same gradient; equal NaNs and
+    equal infinities count as equal, a NaN or inf against a number as infinitely different."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    same = (a == b) | (np.isnan(a) & np.isnan(b))
+    with np.errstate(invalid="ignore"):
+        diff = np.where(same, 0.0, np.abs(a - b))
+    return float(np.max(np.nan_to_num(diff, nan=np.inf, posinf=np.inf), initial=0.0))
 
 
 def _timing(adapter, problem, task, compiled, grad_call, first_grad_call):

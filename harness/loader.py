@@ -42,6 +42,8 @@ def load_file(path: str | Path) -> list[Case]:
     else:
         spec = importlib.util.spec_from_file_location(module_name, path)
         module = importlib.util.module_from_spec(spec)
+        # the harness writes only under its output folder: no __pycache__ beside the user's file
+        dont_write, sys.dont_write_bytecode = sys.dont_write_bytecode, True
         try:
             spec.loader.exec_module(module)
         except CaseError as exc:
@@ -52,6 +54,8 @@ def load_file(path: str | Path) -> list[Case]:
             where = traceback.extract_tb(exc.__traceback__)[-1]
             raise CaseError(f"{path}: importing the case file failed at line {where.lineno}: "
                             f"{type(exc).__name__}: {exc}") from None
+        finally:
+            sys.dont_write_bytecode = dont_write
         sys.modules[module_name] = module
     cases = list(getattr(module, "CASES", []))
     for value in vars(module).values():

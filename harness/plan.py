@@ -83,3 +83,72 @@ def make_plan(cases, frameworks, devices, dtypes, modes, precisions, seed, fd_mo
                 task.fd = task.is_reference
                 plan.tasks.append(task)
     return plan
+
+
+# ---- cost estimates and sharding --------------------------------------------------------------------
+#: relative cost of one task beyond its fixed overhead: timing, and finite differences (which grow
+#: with the number of differentiated elements until `auto` switches to directional probes)
+TASK_COST = 1.0
+TIMING_COST = {None: 0.0, "quick": 1.0, "full": 8.0}
+FD_COST_PER_ELEMENT = 1.0 / 2000
+FD_COST_CAP = 10.0
+
+
+def case_elements(case, seed: int = 0) -> int:
+    """How many elements a case differentiates (its make() is run once, in numpy); 1 when make
+    fails here (the failure is reported by the worker that runs it)."""
+    from .execute import case_rng
+
+    try:
+        params, _inputs, wrt = case.build(case_rng(seed, case.name))
+        return max(1, int(sum(params[w].size for w in wrt)))
+    except Exception:  # noqa: BLE001 - an estimate only
+        return 1
+
+
+def task_cost(task: Task, elements: int, second_order: bool = False) -> float:
+    """Estimated cost of one task in arbitrary units (progress ETA weights, shard balance);
+    ``second_order``: the case is tagged twice-differentiable (its reference task also checks HVPs)."""
+    cost = TASK_COST + TIMING_COST.get(task.timing, 1.0)
+    if task.fd:
+        cost += min(FD_COST_CAP, elements * FD_COST_PER_ELEMENT) * (2.0 if second_order else 1.0)
+    if task.mode == "compiled":
+        cost += 2.0
+    return cost
+
+
+def parse_shard(text: str) -> tuple:
+    """'K/N' -> (K, N), 1 <= K <= N; ValueError otherwise."""
+    try:
+        k, n = (int(p) for p in text.split("/"))
+    except (ValueError, AttributeError):
+        raise ValueError(f"--shard {text!r}: give K/N, e.g. 1/4") from None
+    if n < 1 or not 1 <= k <= n:
+        raise ValueError(f"--shard {text!r}: K must be between 1 and N")
+    return k, n
+
+
+def shard_cases(cases, index: int, count: int, plan_args: dict, costs: dict | None = None) -> tuple:
+    """The cases of shard ``index`` (1-based) of ``count``, and every case's shard.
+
+    Whole cases go to one shard: a case's reference task and its pairwise checks need all of its
+    tasks together. Assignment is greedy by estimated cost (largest first onto the least-loaded
+    shard, ties by name and shard number), so it is balanced, and it depends only on the set of
+    cases and the settings, never on the order they were given in: every shard of a CI matrix
+    computes the same assignment independently. ``plan_args`` are make_plan's keyword arguments
+    (frameworks, devices, dtypes, modes, precisions, seed, fd_mode, timing).
+    """
+    costs = dict(costs or {})
+    for case in cases:
+        if case.name not in costs:
+            elements = case_elements(case, plan_args.get("seed", 0))
+            tasks = make_plan([case], **plan_args).tasks
+            second = "twice-differentiable" in case.tags
+            costs[case.name] = sum(task_cost(t, elements, second) for t in tasks) or TASK_COST
+    loads = [0.0] * count
+    owner = {}
+    for case in sorted(cases, key=lambda c: (-costs[c.name], c.name)):
+        k = min(range(count), key=lambda i: (loads[i], i))
+        owner[case.name] = k + 1
+        loads[k] += costs[case.name]
+    return [c for c in cases if owner[c.name] == index], owner, loads

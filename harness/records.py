@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import threading
 from pathlib import Path
 
 SCHEMA = 1
@@ -42,13 +43,50 @@ def normalise(record: dict, run_id: str) -> dict:
 
 
 def atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp.{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    """Write to a hidden temporary file beside ``path``, flush it to disk, then rename it over
+    ``path``: a reader (or a run killed half-way, or a full disk) never leaves half a file. On
+    failure the temporary file is removed and the error raised."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp.{os.getpid()}.{threading.get_ident()}")
+    try:
+        with open(tmp, "w") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            tmp.unlink()
+        except OSError:
+            pass
+        raise
 
 
 def write_jsonl(path: Path, rows) -> None:
     atomic_write_text(path, "".join(json.dumps(r, sort_keys=False) + "\n" for r in rows))
+
+
+def read_observations(path: Path) -> list:
+    """observations.jsonl of a run that may have been killed: every complete JSON line, in
+    order; a torn last line (the process died mid-write) is dropped, and where a task appears
+    twice the later answer wins (one row per task id)."""
+    rows: dict = {}
+    try:
+        fh = open(path)
+    except FileNotFoundError:
+        return []
+    with fh:
+        for line in fh:
+            if not line.endswith("\n"):
+                break
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(row, dict) and row.get("id"):
+                rows.pop(row["id"], None)
+                rows[row["id"]] = row
+    return list(rows.values())
 
 
 def read_jsonl(path: Path) -> list:

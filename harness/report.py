@@ -1,4 +1,19 @@
-"""The markdown report (GitHub-flavoured tables via tabulate) and the console summary."""
+"""The markdown report (GitHub-flavoured, tables via tabulate) and the console summary.
+
+Layout of report.md, top to bottom:
+
+1. a one-screen summary: the headline, what ran (frameworks × devices × dtypes, with each cell's
+   verdicts), counts by check and verdict, the worst divergences with their causes, and the widest
+   slowest-vs-fastest timing gaps;
+2. every divergence (one row each), errors and skipped checks;
+3. details per case: its failing checks in words, the agreement matrix, its timings;
+4. timings across cases (compile times, timing divergences), plots, the run's settings and
+   environment, and "How to read this report".
+
+Rendering is a pure function of (records, meta): no clock, no environment, stable ordering, so
+the same results file always renders the same bytes (`harness report` relies on it, and the
+golden-file test pins it). Long tables are folded into <details>.
+"""
 from __future__ import annotations
 
 from collections import Counter, defaultdict
@@ -10,8 +25,33 @@ from .records import VERDICTS, as_float
 
 CHECK_ORDER = ("run", "fd", "jvp", "hvp", "determinism", "reference", "compiled", "pairwise")
 SEVERITY = {"nan": 0, "error": 1, "diverge": 2, "skipped": 3, "pass": 4}
+FAILING = ("diverge", "nan", "error")
+#: which verdict a matrix cell shows when its checks differ: the worst, but a pass over a skip
+CELL_ORDER = {"nan": 0, "error": 1, "diverge": 2, "pass": 3, "skipped": 4}
+MARK = {"pass": "✓", "diverge": "✗", "nan": "NaN", "error": "error", "skipped": "skipped"}
+
+#: tables longer than this are folded into <details>
+FOLD_ROWS = 12
+#: rows in the summary's "worst divergences" and "timing gaps"
+SUMMARY_ROWS = 5
+
+CHECK_HELP = {
+    "run": "a task that could not run at all (worker crash, timeout, framework missing); the reason is given",
+    "fd": "reverse-mode gradient vs Richardson-extrapolated central finite differences (float64, CPU, eager); "
+          "the FD error estimate is added to the tolerance, and non-differentiable elements are judged by "
+          "their one-sided limits",
+    "jvp": "forward-mode derivative along a seeded random direction vs ⟨reverse-mode gradient, direction⟩",
+    "hvp": "Hessian-vector products (forward-over-reverse, reverse-over-reverse) vs finite differences of "
+           "the gradient, for cases tagged `twice-differentiable`",
+    "determinism": "the same gradient computed twice in the same process (bitwise on CPU)",
+    "reference": "a gradient at another dtype, device or mode vs the same framework's float64 CPU gradient",
+    "compiled": "a compiled gradient (torch.compile, jax.jit, tf.function(jit_compile=True)) vs the eager one",
+    "pairwise": "two frameworks at the same device, dtype, mode and precision",
+    "timing": "forward and forward+backward median time per call: a measurement, not a verdict",
+}
 
 
+# ---- small formatting helpers ---------------------------------------------------------------------
 def _num(value, fmt=".1e"):
     value = as_float(value)
     if value is None:
@@ -26,16 +66,34 @@ def _who(rec) -> str:
     return f"{rec['framework']} vs {other}" if other else rec["framework"]
 
 
-def _where(rec) -> str:
+def _index_text(rec) -> str:
     index = rec.get("worst_index")
-    at = f"[{', '.join(map(str, index))}]" if index else "(scalar)"
-    return f"{at}: {_num(rec.get('got'), '.6g')} vs {_num(rec.get('expected'), '.6g')}"
+    return f"({', '.join(map(str, index))})" if index else "(scalar)"
+
+
+def _where(rec) -> str:
+    return f"{_index_text(rec)}: got {_num(rec.get('got'), '.6g')}, expected {_num(rec.get('expected'), '.6g')}"
 
 
 def _tolerance(rec) -> str:
     if rec.get("rtol") is None:
         return ""
     return f"rtol {_num(rec['rtol'], '.0e')}, atol {_num(rec['atol'], '.0e')}"
+
+
+def _setting(rec) -> str:
+    """dtype, device, and mode/precision where not the default: 'float32 cuda:0 compiled highest'."""
+    parts = [rec.get("dtype"), rec.get("device")]
+    if rec.get("mode") not in (None, "eager", "-"):
+        parts.append(rec["mode"])
+    if rec.get("precision") not in (None, "default", "-"):
+        parts.append(f"precision={rec['precision']}")
+    return " ".join(p for p in parts if p and p != "-")
+
+
+def _rel(r) -> float:
+    v = as_float(r.get("max_rel_err"))
+    return v if isinstance(v, float) else 0.0
 
 
 def _excess(rec) -> float:
@@ -45,14 +103,69 @@ def _excess(rec) -> float:
     return float("inf") if rel is None or isinstance(rel, str) else rel / tol
 
 
+def _ms(seconds) -> str:
+    seconds = float(seconds)
+    if seconds >= 1:
+        return f"{seconds:.2f} s"
+    if seconds >= 1e-3:
+        return f"{seconds * 1e3:.2f} ms"
+    return f"{seconds * 1e6:.0f} µs"
+
+
+def _table(rows, headers) -> str:
+    return tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True)
+
+
+def _fold(summary: str, body: list, rows: int, open_: bool = False) -> list:
+    """``body`` (markdown lines) as is when short, inside <details> when it has many rows."""
+    if rows <= FOLD_ROWS and not open_:
+        return body + [""]
+    return [f"<details{' open' if open_ else ''}><summary>{summary}</summary>", ""] + body + ["", "</details>", ""]
+
+
+def _md(text) -> str:
+    """Free text inside a table cell: one line, no pipes."""
+    return " ".join(str(text or "").split()).replace("|", "\\|")
+
+
+def describe(rec) -> str:
+    """A failing (or any) record in one line, the way reports, the console and the pytest helper
+    say it: ``case X, param w, fd torch float64 cpu: max_rel=3.3e-01 (rtol 1e-06, atol 1e-08),
+    worst at (3, 2): got 0.5, expected -0.5, cause ad-bug``."""
+    head = f"case {rec['case']}, param {rec.get('param', '*')}, {rec['check']} {_who(rec)} {_setting(rec)}".rstrip()
+    if rec.get("method"):
+        head += f" ({rec['method']})"
+    verdict = rec.get("verdict")
+    if verdict in ("error", "skipped"):
+        reason = (rec.get("message") or "").strip().splitlines()
+        return f"{head}: {verdict}: {reason[0] if reason else 'no reason given'}"
+    text = f"{head}: max_rel={_num(rec.get('max_rel_err'), '.2e')}"
+    if rec.get("rtol") is not None:
+        text += f" (tolerance {_tolerance(rec)})"
+    if rec.get("worst_index") is not None or rec.get("got") is not None:
+        text += f", worst at {_where(rec)}"
+    if verdict != "pass":
+        text += f", cause {rec.get('cause') or 'not established'}"
+        if rec.get("message"):
+            text += f" ({rec['message']})"
+    return text
+
+
+# ---- selections ------------------------------------------------------------------------------------
 def counts(records) -> Counter:
     """Verdicts of the correctness checks (timings are measurements, not verdicts)."""
     return Counter(r["verdict"] for r in records if r["check"] != "timing")
 
 
+def _sort_key(r):
+    return (SEVERITY.get(r["verdict"], 9), -_excess(r), r["case"], r["check"], str(r.get("param")),
+            r["framework"], r.get("other_framework") or "", str(r.get("dtype")), str(r.get("device")),
+            str(r.get("mode")), str(r.get("precision")), str(r.get("method") or ""))
+
+
 def failing(records) -> list:
     bad = [r for r in records if r["verdict"] in ("diverge", "nan")]
-    return sorted(bad, key=lambda r: (SEVERITY[r["verdict"]], -_excess(r), r["case"], r["check"]))
+    return sorted(bad, key=_sort_key)
 
 
 def summary_table(records) -> str:
@@ -60,11 +173,11 @@ def summary_table(records) -> str:
     for r in records:
         if r["check"] != "timing":
             by_check[r["check"]][r["verdict"]] += 1
-    rows = [[check] + [by_check[check].get(v, 0) for v in VERDICTS]
-            for check in CHECK_ORDER if check in by_check]
+    checks = [c for c in CHECK_ORDER if c in by_check] + sorted(c for c in by_check if c not in CHECK_ORDER)
+    rows = [[f"`{check}`"] + [str(by_check[check].get(v, 0)) for v in VERDICTS] for check in checks]
     total = counts(records)
-    rows.append(["**all**"] + [total.get(v, 0) for v in VERDICTS])
-    return tabulate(rows, headers=["check"] + list(VERDICTS), tablefmt="github")
+    rows.append(["**all**"] + [f"**{total.get(v, 0)}**" for v in VERDICTS])
+    return _table(rows, ["check"] + list(VERDICTS))
 
 
 def divergence_rows(records, limit=None):
@@ -77,58 +190,85 @@ def divergence_rows(records, limit=None):
 
 
 DIVERGENCE_HEADERS = ["case", "param", "check", "frameworks", "dtype", "device", "mode", "max rel err",
-                      "tolerance", "worst element: got vs expected", "cause", "note"]
+                      "tolerance", "worst element", "cause", "note"]
 
 
-def agreement_matrix(case_records) -> str:
-    """Rows: device/dtype/mode/precision. Columns: each framework's own checks, then each pair.
-    A cell is the worst verdict there and the largest relative error."""
-    cells: dict = defaultdict(dict)
-    columns: list = []
-    for r in case_records:
-        if r["check"] == "run":
-            col = r["framework"]
-        elif r["check"] == "pairwise":
-            col = f"{r['framework']} ~ {r['other_framework']}"
-        else:
-            col = r["framework"]
-        if col not in columns:
-            columns.append(col)
-        row = (r["device"], r["dtype"], r["mode"], r["precision"])
-        prev = cells[row].get(col)
-        if prev is None or SEVERITY[r["verdict"]] < SEVERITY[prev[0]] or (
-                r["verdict"] == prev[0] and _rel(r) > prev[1]):
-            cells[row][col] = (r["verdict"], _rel(r))
-    singles = sorted(c for c in columns if "~" not in c)
-    pairs = sorted(c for c in columns if "~" in c)
-    columns = singles + pairs
-    mark = {"pass": "✓", "diverge": "✗", "nan": "NaN", "error": "error", "skipped": "skipped"}
+# ---- the summary -----------------------------------------------------------------------------------
+def _frameworks(records, meta) -> list:
+    names = list((meta.get("frameworks") or {}).keys())
+    for r in records:
+        for fw in (r.get("framework"), r.get("other_framework")):
+            if fw and fw not in names:
+                names.append(fw)
+    return names
+
+
+def coverage_table(records, meta) -> str:
+    """Rows: frameworks (with version); columns: device · dtype. A cell counts the correctness checks
+    that framework took part in there: ✓ all pass, ✗ k of n failed (diverge, NaN or error)."""
+    versions = meta.get("frameworks") or {}
+    columns = []
+    for device in meta.get("devices") or []:
+        for dtype in meta.get("dtypes") or []:
+            columns.append((device, dtype))
+    for r in records:
+        key = (r.get("device"), r.get("dtype"))
+        if r["check"] != "timing" and "-" not in key and key not in columns:
+            columns.append(key)
+    cells = defaultdict(Counter)
+    for r in records:
+        if r["check"] == "timing":
+            continue
+        for fw in {r.get("framework"), r.get("other_framework")} - {None}:
+            cells[(fw, r.get("device"), r.get("dtype"))][r["verdict"]] += 1
     rows = []
-    for row in sorted(cells):
-        out = list(row)
-        for col in columns:
-            cell = cells[row].get(col)
-            if cell is None:
-                out.append("")
-            elif cell[0] in ("error", "skipped"):
-                out.append(mark[cell[0]])
-            else:
-                out.append(f"{mark[cell[0]]} {cell[1]:.0e}")
-        rows.append(out)
-    return tabulate(rows, headers=["device", "dtype", "mode", "precision"] + columns, tablefmt="github")
+    for fw in _frameworks(records, meta):
+        version = versions.get(fw) or next((r.get("framework_version") for r in records
+                                            if r.get("framework") == fw and r.get("framework_version")), "")
+        row = [f"{fw} {version or ''}".strip()]
+        missing = next((r for r in records if r["framework"] == fw and r.get("device") == "-"), None)
+        for device, dtype in columns:
+            c = cells.get((fw, device, dtype))
+            if not c:
+                row.append("skipped" if missing else "—")
+                continue
+            n = sum(c.values())
+            bad = sum(c[v] for v in FAILING)
+            text = f"✓ {n}" if not bad else f"✗ {bad} of {n}"
+            if c.get("skipped"):
+                text += f" ({c['skipped']} skipped)"
+            row.append(text)
+        rows.append(row)
+    return _table(rows, ["framework"] + [f"{d} · {t}" for d, t in columns])
 
 
-#: a framework this many times slower than the fastest on the same cell is a timing divergence
-SLOWER_THAN_FASTEST = 2.0
+def _groups_of_failures(records) -> list:
+    """Failing records grouped by (case, cause), worst group first: (case, cause, records)."""
+    groups = {}
+    for r in failing(records) + sorted((r for r in records if r["verdict"] == "error"), key=_sort_key):
+        groups.setdefault((r["case"], r.get("cause") or ""), []).append(r)
+    return sorted(((c, cause, rs) for (c, cause), rs in groups.items()),
+                  key=lambda g: _sort_key(g[2][0]))
 
 
-def _ms(seconds) -> str:
-    seconds = float(seconds)
-    if seconds >= 1:
-        return f"{seconds:.2f} s"
-    if seconds >= 1e-3:
-        return f"{seconds * 1e3:.2f} ms"
-    return f"{seconds * 1e6:.0f} µs"
+def worst_table(records, limit=SUMMARY_ROWS) -> tuple:
+    groups = _groups_of_failures(records)
+    rows = []
+    for case, cause, recs in groups[:limit]:
+        worst = recs[0]
+        checks = Counter(r["check"] for r in recs)
+        what = ", ".join(f"{n} {c}" for c, n in sorted(checks.items(), key=lambda kv: CHECK_ORDER.index(kv[0])
+                                                                          if kv[0] in CHECK_ORDER else 99))
+        if worst["verdict"] == "error":
+            what = ", ".join(f"{n} {c} error(s)" for c, n in sorted(checks.items()))
+            rows.append([case, "error", what, f"{worst['framework']} {_setting(worst)}", "", "",
+                         _md((worst.get("message") or "").splitlines()[0][:160] if worst.get("message") else "")])
+            continue
+        rows.append([case, f"`{cause}`" if cause else "not established", what,
+                     f"{worst['param']}: {worst['check']} {_who(worst)}, {_setting(worst)}",
+                     _num(worst.get("max_rel_err")), _tolerance(worst), _where(worst)])
+    return _table(rows, ["case", "cause", "failing checks", "worst", "max rel err", "tolerance",
+                         "worst element"]), len(groups)
 
 
 def timing_cells(records) -> dict:
@@ -140,42 +280,282 @@ def timing_cells(records) -> dict:
     return cells
 
 
+def timing_gaps(records, phase="forward+backward") -> list:
+    """Cells with two or more frameworks, widest slowest/fastest ratio first:
+    (ratio, key, fastest framework, fastest record, slowest framework, slowest record)."""
+    out = []
+    for key, row in timing_cells(records).items():
+        if key[5] != phase or len(row) < 2:
+            continue
+        ordered = sorted(row.items(), key=lambda kv: (float(kv[1]["median_s"]), kv[0]))
+        (fast_fw, fast), (slow_fw, slow) = ordered[0], ordered[-1]
+        out.append((float(slow["median_s"]) / float(fast["median_s"]), key, fast_fw, fast, slow_fw, slow))
+    return sorted(out, key=lambda g: (-g[0], g[1]))
+
+
+def _timing_text(fw, r) -> str:
+    return f"{fw} {_ms(r['median_s'])}{' ~' if r.get('noisy') else ''}"
+
+
+def gaps_table(records, limit=SUMMARY_ROWS) -> str:
+    rows = []
+    for ratio, key, fast_fw, fast, slow_fw, slow in timing_gaps(records)[:limit]:
+        device, case, dtype, mode, precision, phase = key
+        rows.append([case, _setting({"dtype": dtype, "device": device, "mode": mode, "precision": precision}),
+                     _timing_text(fast_fw, fast), _timing_text(slow_fw, slow), f"×{ratio:.1f}"])
+    return _table(rows, ["case", "setting", "fastest (median per call)", "slowest (median per call)", "gap"])
+
+
+def _headline(records, meta) -> list:
+    total = counts(records)
+    bad = failing(records)
+    n_cases = len({r["case"] for r in records}) or len(meta.get("cases") or [])
+    errors = [r for r in records if r["verdict"] == "error"]
+    if bad:
+        text = f"**✗ {len(bad)} divergence(s)** in {len({r['case'] for r in bad})} of {n_cases} case(s)"
+    elif errors:
+        text = f"**No divergences** in {n_cases} case(s)"
+    else:
+        text = f"**✓ No divergences** in {n_cases} case(s)"
+    if errors:
+        text += f", **{len(errors)} error(s)** in {len({r['case'] for r in errors})} case(s)"
+    parts = [f"{total.get(v, 0)} {v}" for v in VERDICTS if total.get(v) or v == "pass"]
+    text += " — checks: " + ", ".join(parts) + "."
+    frameworks = _frameworks(records, meta)
+    devices = meta.get("devices") or []
+    dtypes = meta.get("dtypes") or []
+    modes = meta.get("modes") or []
+    scope = (f"{len(frameworks)} framework(s) × {len(devices)} device(s) × {len(dtypes)} dtype(s)"
+             f"{'' if len(modes) <= 1 else f' × {len(modes)} modes'}: "
+             f"{', '.join(frameworks)} · {', '.join(devices)} · {', '.join(dtypes)} · {', '.join(modes)}")
+    if meta.get("precisions") and meta["precisions"] != ["default"]:
+        scope += f" · precision {', '.join(meta['precisions'])}"
+    run = []
+    if meta.get("command"):
+        run.append(f"`{meta['command']}`")
+    if meta.get("seed") is not None:
+        run.append(f"seed {meta['seed']}")
+    if meta.get("started"):
+        run.append(f"started {meta['started']}")
+    if meta.get("seconds") is not None:
+        run.append(f"{float(meta['seconds']):.1f} s wall")
+    if meta.get("shard"):
+        s = meta["shard"]
+        run.append(f"shard {s.get('index')}/{s.get('count')}")
+    if meta.get("merged_from"):
+        run.append(f"merged from {len(meta['merged_from'])} shard run(s)")
+    return [text, "", scope, ""] + ([" · ".join(run), ""] if run else [])
+
+
+def _summary(records, meta) -> list:
+    lines = ["## Summary", "", "**What ran** — checks per framework and setting (✓ all pass; ✗ *k* of *n* "
+             "failed; a pairwise check counts for both frameworks):", "", coverage_table(records, meta), "",
+             "**Verdicts by check:**", "", summary_table(records), ""]
+    table, groups = worst_table(records)
+    lines += ["**Worst divergences** (grouped by case and cause; max rel err = max |got − expected| / gradient "
+              "scale):", ""]
+    if groups:
+        lines += [table, ""]
+        if groups > SUMMARY_ROWS:
+            lines += [f"… {groups - SUMMARY_ROWS} more group(s) under [Divergences](#divergences).", ""]
+    else:
+        lines += ["None: every gradient agrees with its reference and across frameworks within tolerance.", ""]
+    gaps = timing_gaps(records)
+    if gaps:
+        lines += ["**Widest timing gaps** (forward+backward, slowest vs fastest framework on the same case and "
+                  "setting; `~` = noisy):", "", gaps_table(records), ""]
+    return lines
+
+
+# ---- sections --------------------------------------------------------------------------------------
+def _divergences(records) -> list:
+    lines = ["## Divergences", ""]
+    bad = failing(records)
+    if not bad:
+        return lines + ["None: every gradient agrees with its reference and across frameworks within tolerance.", ""]
+    rows = [[r["case"], r["param"], r["check"], _who(r), _setting(r) or "-",
+             f"{_num(r.get('max_rel_err'))} ({_tolerance(r)})" if r.get("rtol") is not None else _num(r.get("max_rel_err")),
+             _where(r), f"`{r['cause']}`" if r.get("cause") else "", _md(r.get("message"))] for r in bad]
+    body = [_table(rows, ["case", "param", "check", "frameworks", "setting", "max rel err (tolerance)",
+                          "worst element", "cause", "note"])]
+    lines += body + [""] if len(rows) <= 2 * FOLD_ROWS else _fold(f"{len(rows)} divergences, worst first", body, len(rows))
+    causes = sorted({r["cause"] for r in bad if r.get("cause")})
+    if causes:
+        lines += ["Causes found here:", ""] + [f"- `{c}`: {CAUSES.get(c, '')}." for c in causes] + [""]
+    return lines
+
+
+def _problems(records) -> list:
+    problems = [r for r in records if r["verdict"] in ("error", "skipped")]
+    if not problems:
+        return []
+    rows = [[r["case"], r["check"], r["framework"], r["device"], r["dtype"], r["mode"], r["verdict"],
+             _md((r.get("message") or "").splitlines()[0][:240] if r.get("message") else "")]
+            for r in sorted(problems, key=lambda r: (r["verdict"], r["case"], r["framework"], r["check"],
+                                                      str(r.get("dtype")), str(r.get("device")), str(r.get("mode")),
+                                                      str(r.get("method") or "")))]
+    errors = sum(r["verdict"] == "error" for r in problems)
+    title = f"{errors} error(s), {len(problems) - errors} skipped"
+    return ["## Errors and skipped", ""] + _fold(
+        title, [_table(rows, ["case", "check", "framework", "device", "dtype", "mode", "verdict", "reason"])],
+        len(rows))
+
+
+def agreement_matrix(case_records) -> str:
+    """Rows: device/dtype/mode/precision. Columns: each framework's own checks, then each pair.
+    A cell is the worst verdict there and the largest relative error."""
+    cells: dict = defaultdict(dict)
+    skipped: Counter = Counter()
+    columns: list = []
+    for r in case_records:
+        if r["check"] == "timing" or r.get("device") == "-":
+            continue
+        col = f"{r['framework']} ~ {r['other_framework']}" if r["check"] == "pairwise" else r["framework"]
+        if col not in columns:
+            columns.append(col)
+        row = (r["device"], r["dtype"], r["mode"], r["precision"])
+        if r["verdict"] == "skipped":
+            skipped[(row, col)] += 1
+        prev = cells[row].get(col)
+        if prev is None or CELL_ORDER[r["verdict"]] < CELL_ORDER[prev[0]] or (
+                r["verdict"] == prev[0] and _rel(r) > prev[1]):
+            cells[row][col] = (r["verdict"], _rel(r))
+    singles = sorted(c for c in columns if "~" not in c)
+    pairs = sorted(c for c in columns if "~" in c)
+    columns = singles + pairs
+    rows = []
+    for row in sorted(cells):
+        out = list(row)
+        for col in columns:
+            cell = cells[row].get(col)
+            if cell is None:
+                out.append("")
+            elif cell[0] in ("error", "skipped"):
+                out.append(MARK[cell[0]])
+            else:
+                extra = skipped[(row, col)]
+                out.append(f"{MARK[cell[0]]} {cell[1]:.0e}" + (f" (+{extra} skipped)" if extra else ""))
+        rows.append(out)
+    return _table(rows, ["device", "dtype", "mode", "precision"] + columns)
+
+
+def _tolerance_note(case_records) -> str:
+    """The tolerances the matrix's numbers are held to, per dtype (fd has its own)."""
+    per = {}
+    for r in case_records:
+        if r.get("rtol") is None or r["check"] in ("determinism", "timing"):
+            continue
+        kind = "fd" if r["check"] in ("fd", "hvp") else r["dtype"]
+        per.setdefault(kind, _tolerance(r))
+    order = ["float64", "float32", "bfloat16", "float16"]
+    parts = [f"{k}: {per[k]}" for k in sorted(per, key=lambda k: (k == "fd", order.index(k) if k in order else 9, k))]
+    return "Tolerances — " + "; ".join(p.replace("fd:", "fd and hvp (float64, plus 10× the FD error estimate):")
+                                        for p in parts) + "." if parts else ""
+
+
+def case_timing_table(case_records, frameworks) -> tuple:
+    cells = timing_cells(case_records)
+    if not cells:
+        return "", 0
+    fws = [fw for fw in frameworks if any(fw in row for row in cells.values())]
+    rows = []
+    for key in sorted(cells):
+        device, _case, dtype, mode, precision, phase = key
+        row = cells[key]
+        fastest = min(float(r["median_s"]) for r in row.values())
+        out = [_setting({"dtype": dtype, "device": device, "mode": mode, "precision": precision}), phase]
+        for fw in fws:
+            r = row.get(fw)
+            out.append("" if r is None else
+                       f"{_ms(r['median_s'])} (×{float(r['median_s']) / fastest:.1f}){' ~' if r.get('noisy') else ''}")
+        rows.append(out)
+    return _table(rows, ["setting", "phase"] + fws), len(rows)
+
+
+def _case_status(case_records) -> str:
+    checks = [r for r in case_records if r["check"] != "timing"]
+    c = Counter(r["verdict"] for r in checks)
+    bad = sum(c[v] for v in FAILING)
+    if bad:
+        causes = sorted({r.get("cause") for r in checks if r["verdict"] in FAILING and r.get("cause")})
+        text = f"✗ **{bad} of {len(checks)} checks fail**"
+        if causes:
+            text += " (" + ", ".join(f"`{x}`" for x in causes) + ")"
+    else:
+        text = f"✓ all {c['pass']} checks pass" if c.get("pass") else "no check ran"
+    if c.get("skipped"):
+        text += f"; {c['skipped']} skipped"
+    return text + "."
+
+
+def _cases(records, meta) -> list:
+    by_case = defaultdict(list)
+    for r in records:
+        by_case[r["case"]].append(r)
+    if not by_case:
+        return []
+    frameworks = _frameworks(records, meta)
+    lines = ["## Cases", "",
+             "Per case: its failing checks in words, the agreement matrix (each cell: the worst verdict and "
+             "largest relative error of that framework's own checks — fd, jvp, hvp, determinism, reference, "
+             "compiled — or of that pair of frameworks), and its timings.", ""]
+    for case in sorted(by_case):
+        recs = by_case[case]
+        status = _case_status(recs)
+        lines += [f"### {case}", "", status, ""]
+        bad = sorted((r for r in recs if r["verdict"] in FAILING), key=_sort_key)
+        if bad:
+            shown = bad[:FOLD_ROWS]
+            lines += [f"- {describe(r)}" for r in shown]
+            if len(bad) > len(shown):
+                lines.append(f"- … and {len(bad) - len(shown)} more (see [Divergences](#divergences))")
+            lines.append("")
+        matrix = agreement_matrix(recs)
+        note = _tolerance_note(recs)
+        body = [matrix] + (["", note] if note else [])
+        timing, n_timing = case_timing_table(recs, frameworks)
+        if bad:
+            lines += body + [""]
+            if timing:
+                lines += ["<details><summary>timings (median per call, × the fastest framework)</summary>", "",
+                          timing, "", "</details>", ""]
+        else:
+            summary = "agreement matrix" + (" and timings" if timing else "")
+            inner = body + ([""] + ["Timings (median per call, × the fastest framework; `~` noisy):", "", timing]
+                            if timing else [])
+            lines += [f"<details><summary>{summary}</summary>", ""] + inner + ["", "</details>", ""]
+    return lines
+
+
+#: a framework this many times slower than the fastest on the same cell is a timing divergence
+SLOWER_THAN_FASTEST = 2.0
+
+
 def timing_sections(records) -> list:
     cells = timing_cells(records)
     if not cells:
         return []
-    frameworks = sorted({fw for row in cells.values() for fw in row})
     lines = ["## Timings", "",
-             "Median seconds per call (inputs on the device, blocked autorange, synchronised), and × the "
-             "fastest framework on the row; `~` marks a noisy cell (IQR > 10% of the median). Threads are "
-             "pinned equally for every framework (see Environment).", ""]
-    for device in sorted({k[0] for k in cells}):
-        rows = []
-        for key in sorted(k for k in cells if k[0] == device):
-            row = cells[key]
-            fastest = min(float(r["median_s"]) for r in row.values())
-            out = [key[1], key[2], key[3] + ("" if key[4] == "default" else f" {key[4]}"), key[5]]
-            for fw in frameworks:
-                r = row.get(fw)
-                out.append("" if r is None else
-                           f"{_ms(r['median_s'])} (×{float(r['median_s']) / fastest:.1f}){' ~' if r.get('noisy') else ''}")
-            rows.append(out)
-        lines += [f"### {device}", "", "<details><summary>timing table</summary>", "",
-                  tabulate(rows, headers=["case", "dtype", "mode", "phase"] + frameworks, tablefmt="github"),
-                  "", "</details>", ""]
-    first = [[r["case"], r["framework"], r["device"], r["dtype"], r["mode"], _ms(r["first_call_s"]),
-              _ms(r["median_s"])]
+             "Median time per call with inputs already on the device (blocked autorange, synchronised; first "
+             "call timed separately), per case under [Cases](#cases) and in `timing.png`. Threads are pinned "
+             "equally for every framework (see [Run and environment](#run-and-environment)); `~` marks a noisy "
+             "cell (IQR > 10% of the median).", ""]
+    first = [[r["case"], r["framework"], _setting(r), _ms(r["first_call_s"]), _ms(r["median_s"])]
              for row in cells.values() for r in row.values()
              if r["param"] == "forward+backward" and r.get("first_call_s") is not None and r["mode"] == "compiled"]
     if first:
-        lines += ["### Compile time (first forward+backward call)", "",
-                  tabulate(sorted(first), headers=["case", "framework", "device", "dtype", "mode", "first call",
-                                                   "steady state"], tablefmt="github"), ""]
+        lines += ["### Compile time (first forward+backward call)", ""]
+        lines += _fold(f"{len(first)} compiled cells",
+                       [_table(sorted(first), ["case", "framework", "setting", "first call", "steady state"])],
+                       len(first))
     divergences = timing_divergences(records)
     lines += ["### Timing divergences", ""]
     if divergences:
-        lines += [tabulate(divergences, headers=["case", "device", "dtype", "mode", "phase", "slower", "vs", "ratio"],
-                           tablefmt="github"), ""]
+        lines += [f"{len(divergences)} cell(s) where a framework is more than {SLOWER_THAN_FASTEST:g}× slower "
+                  "than the fastest, or compiled is more than 10% slower than eager (ratio of medians):", ""]
+        lines += _fold(f"{len(divergences)} timing divergences",
+                       [_table(divergences, ["case", "device", "dtype", "mode", "phase", "slower", "vs", "ratio"])],
+                       len(divergences))
     else:
         lines += [f"None: no framework is more than {SLOWER_THAN_FASTEST:g}× slower than the fastest, and "
                   "compiled is never slower than eager.", ""]
@@ -187,7 +567,7 @@ def timing_divergences(records) -> list:
     cells = timing_cells(records)
     out = []
     for (device, case, dtype, mode, precision, phase), row in sorted(cells.items()):
-        fastest_fw = min(row, key=lambda fw: float(row[fw]["median_s"]))
+        fastest_fw = min(sorted(row), key=lambda fw: float(row[fw]["median_s"]))
         fastest = float(row[fastest_fw]["median_s"])
         for fw, r in sorted(row.items()):
             ratio = float(r["median_s"]) / fastest
@@ -202,99 +582,88 @@ def timing_divergences(records) -> list:
     return out
 
 
-def _rel(r) -> float:
-    v = as_float(r.get("max_rel_err"))
-    return v if isinstance(v, float) else 0.0
+def _run_section(meta) -> list:
+    rows = [["command", f"`{meta['command']}`" if meta.get("command") else "(not recorded)"],
+            ["run id", meta.get("run_id", "")], ["started", meta.get("started", "") or "(not recorded)"],
+            ["seed", meta.get("seed", "")], ["cases", len(meta.get("cases", []))],
+            ["frameworks", ", ".join(f"{fw} {v or ''}".strip() for fw, v in (meta.get("frameworks") or {}).items())],
+            ["devices", ", ".join(meta.get("devices") or [])], ["dtypes", ", ".join(meta.get("dtypes") or [])],
+            ["modes", ", ".join(meta.get("modes") or [])], ["precision", ", ".join(meta.get("precisions") or [])],
+            ["timing", meta.get("timing") or "off"],
+            ["threads per worker", meta.get("threads") or "framework default"]]
+    if meta.get("seconds") is not None:
+        rows.append(["wall time", f"{float(meta['seconds']):.1f} s"])
+    if meta.get("shard"):
+        rows.append(["shard", f"{meta['shard'].get('index')}/{meta['shard'].get('count')} "
+                              f"({len(meta.get('cases', []))} of {len(meta['shard'].get('of_cases') or [])} cases)"])
+    if meta.get("merged_from"):
+        rows.append(["merged from", ", ".join(m.get("run_id", "?") for m in meta["merged_from"])])
+    if meta.get("executor") and meta["executor"] != "local":
+        rows.append(["executor", meta["executor"]])
+    if meta.get("derived"):
+        rows.append(["note", "run.json was not available: settings derived from the results"])
+    for note in meta.get("notes") or []:
+        rows.append(["note", _md(note)])
+    lines = ["## Run and environment", "", _table([[str(a), str(b)] for a, b in rows], ["run", ""]), ""]
+    env = meta.get("environment") or {}
+    if env:
+        lines += [_table([[str(k), str(v)] for k, v in env.items()], ["machine", ""]), ""]
+    workers = meta.get("workers") or []
+    if workers:
+        rows = [[w.get("framework", ""), w.get("device", ""), w.get("precision", ""), str(w.get("version", "")),
+                 str(w.get("device_name", "")),
+                 ", ".join(f"{k}={v}" for k, v in (w.get("policy") or {}).items())] for w in workers]
+        lines += _fold("workers and precision policies",
+                       [_table(rows, ["framework", "device", "precision", "version", "device name", "policy"])],
+                       len(rows), open_=False) if len(rows) > FOLD_ROWS else [
+            "Workers and their precision policies:", "",
+            _table(rows, ["framework", "device", "precision", "version", "device name", "policy"]), ""]
+    return lines
+
+
+def _how_to_read(records) -> list:
+    checks = [c for c in CHECK_ORDER if any(r["check"] == c for r in records)]
+    if any(r["check"] == "timing" for r in records):
+        checks.append("timing")
+    lines = ["## How to read this report", "", "**Checks** (the `check` column):", ""]
+    lines += [f"- `{c}`: {CHECK_HELP[c]}." for c in (checks or CHECK_ORDER)]
+    lines += ["", "**Verdicts**: `pass` (✓) within tolerance; `diverge` (✗) beyond it; `nan` — non-finite on "
+              "one side only; `error` — the check could not run (reason given); `skipped` — not applicable "
+              "(e.g. a transform the framework does not support here).", "",
+              "**Cause labels** (set where the evidence allows):", ""]
+    lines += [f"- `{c}`: {text}." for c, text in CAUSES.items()]
+    lines += ["", "**Numbers**: max rel err = max |got − expected| / scale, where scale is the largest |expected| "
+              "over the whole gradient (all differentiated parameters); an element passes when "
+              "|got − expected| ≤ atol·scale + rtol·|expected| (+ 10× the finite-difference error estimate for "
+              "`fd`). Every divergence shows the rtol/atol it was held to, the worst element's index (canonical "
+              "layout: dense (in, out), NCHW, OIHW) and both values there. Times are medians per call in s, ms "
+              "or µs; ×N is the ratio to the fastest framework on the same row.", ""]
+    return lines
 
 
 def render(records, meta: dict) -> str:
-    total = counts(records)
-    bad = failing(records)
-    lines = [f"# gradharness report — {meta['run_id']}", ""]
-    verdict = ("**No divergences.**" if not bad else
-               f"**{len(bad)} divergence(s)** across {len({r['case'] for r in bad})} case(s).")
-    if total.get("error"):
-        verdict += f" {total['error']} error(s)."
-    lines += [verdict, ""]
-    lines += _header(meta)
-    lines += ["## Summary", "", summary_table(records), ""]
-    lines += ["## Divergences", ""]
-    if bad:
-        lines += [tabulate(divergence_rows(records), headers=DIVERGENCE_HEADERS, tablefmt="github"), ""]
-        causes = sorted({r["cause"] for r in bad if r.get("cause")})
-        if causes:
-            lines += ["Causes:", ""] + [f"- `{c}`: {CAUSES[c]}." for c in causes] + [""]
-    else:
-        lines += ["None: every gradient agrees with its reference and across frameworks within tolerance.", ""]
-    problems = [r for r in records if r["verdict"] in ("error", "skipped")]
-    if problems:
-        lines += ["## Errors and skipped", ""]
-        rows = [[r["case"], r["framework"], r["device"], r["dtype"], r["mode"], r["verdict"],
-                 (r.get("message") or "").splitlines()[0][:240] if r.get("message") else ""]
-                for r in sorted(problems, key=lambda r: (r["verdict"], r["case"], r["framework"]))]
-        lines += [tabulate(rows, headers=["case", "framework", "device", "dtype", "mode", "verdict", "reason"],
-                           tablefmt="github"), ""]
-    lines += ["## Agreement by case", "",
-              "Each cell: the worst verdict and the largest relative error (error / gradient scale) "
-              "of that framework's own checks (FD, forward mode, determinism, reference) or of that "
-              "pair of frameworks.", ""]
-    by_case = defaultdict(list)
-    for r in records:
-        if r["check"] != "timing":
-            by_case[r["case"]].append(r)
-    for case in sorted(by_case):
-        lines += [f"### {case}", "", agreement_matrix(by_case[case]), ""]
+    """report.md for ``records`` (results.jsonl) and ``meta`` (run.json): deterministic."""
+    records = list(records)
+    lines = [f"# gradharness report — {meta.get('run_id', '')}", ""]
+    lines += _headline(records, meta)
+    lines += _summary(records, meta)
+    lines += _divergences(records)
+    lines += _problems(records)
+    lines += _cases(records, meta)
     lines += timing_sections(records)
     plots = meta.get("plots", [])
     if plots:
         lines += ["## Plots", ""] + [f"![{p}]({p})" for p in plots] + [""]
-    lines += _environment(meta)
-    lines += ["## How to read this report", "",
-              "- `fd`: reverse-mode gradient vs Richardson finite differences (float64, CPU); "
-              "non-differentiable elements are judged by their one-sided limits.",
-              "- `jvp`: forward-mode derivative along a random direction vs ⟨gradient, direction⟩.",
-              "- `hvp`: Hessian-vector products (forward-over-reverse, reverse-over-reverse) vs finite "
-              "differences of the gradient, for cases tagged `twice-differentiable`.",
-              "- `determinism`: the same gradient computed twice.",
-              "- `compiled`: a compiled gradient (torch.compile, jax.jit, tf.function(jit_compile=True)) "
-              "vs the eager one.",
-              "- `reference`: a gradient at another dtype, device or mode vs the same framework's "
-              "float64 CPU gradient.",
-              "- `pairwise`: two frameworks at the same device, dtype, mode and precision.",
-              "- max rel err = max |got − expected| / (largest |expected| over the whole gradient); "
-              "an element passes when |got − expected| ≤ atol·scale + rtol·|expected|.", ""]
-    return "\n".join(lines)
-
-
-def _header(meta) -> list:
-    rows = [["command", f"`{meta.get('command', '')}`"], ["started", meta.get("started", "")],
-            ["seed", meta.get("seed")], ["cases", len(meta.get("cases", []))],
-            ["frameworks", ", ".join(f"{fw} {v or ''}".strip() for fw, v in meta.get("frameworks", {}).items())],
-            ["devices", ", ".join(meta.get("devices", []))], ["dtypes", ", ".join(meta.get("dtypes", []))],
-            ["modes", ", ".join(meta.get("modes", []))], ["precision", ", ".join(meta.get("precisions", []))],
-            ["timing", meta.get("timing") or "off"], ["threads per worker", meta.get("threads") or "framework default"],
-            ["wall time", f"{meta.get('seconds', 0):.1f}s"]]
-    return [tabulate(rows, headers=["run", ""], tablefmt="github"), ""]
-
-
-def _environment(meta) -> list:
-    lines = ["## Environment", ""]
-    env = meta.get("environment", {})
-    rows = [[k, v] for k, v in env.items()]
-    if rows:
-        lines += [tabulate(rows, headers=["", ""], tablefmt="github"), ""]
-    workers = meta.get("workers", [])
-    if workers:
-        rows = [[w["framework"], w["device"], w["precision"], w.get("version", ""), w.get("device_name", ""),
-                 ", ".join(f"{k}={v}" for k, v in (w.get("policy") or {}).items())] for w in workers]
-        lines += [tabulate(rows, headers=["framework", "device", "precision", "version", "device name", "policy"],
-                           tablefmt="github"), ""]
-    return lines
+    lines += _run_section(meta)
+    lines += _how_to_read(records)
+    while lines and lines[-1] == "":
+        lines.pop()
+    return "\n".join(lines) + "\n"
 
 
 def console_summary(records, meta, limit=10) -> str:
     total = counts(records)
-    lines = [summary_table(records)]
+    lines = [tabulate(_summary_rows(records), headers=["check"] + list(VERDICTS), tablefmt="simple")]
     bad = divergence_rows(records, limit)
     if bad:
         short = [[r[0], r[1], r[2], r[3], r[4], r[5], r[7], r[10]] for r in bad]
@@ -306,3 +675,14 @@ def console_summary(records, meta, limit=10) -> str:
     lines.append("")
     lines.append(", ".join(f"{total.get(v, 0)} {v}" for v in VERDICTS))
     return "\n".join(lines)
+
+
+def _summary_rows(records) -> list:
+    by_check = defaultdict(Counter)
+    for r in records:
+        if r["check"] != "timing":
+            by_check[r["check"]][r["verdict"]] += 1
+    rows = [[check] + [by_check[check].get(v, 0) for v in VERDICTS] for check in CHECK_ORDER if check in by_check]
+    total = counts(records)
+    rows.append(["all"] + [total.get(v, 0) for v in VERDICTS])
+    return rows

@@ -1,24 +1,54 @@
 """Running tasks in worker processes, one per (framework, device, precision), pyperf style.
 
 Tasks go to a worker one at a time as JSON lines; each answer is awaited with a timeout. A
-worker that dies (segfault, abort, out of memory) or stops answering is killed; the task it
-was on becomes an `error` observation naming what happened, with the tail of the worker's
-log, and a fresh worker takes the remaining tasks. A framework that cannot start turns its
-whole group into `skipped` or `error` observations. The run always finishes.
+worker that dies (segfault, abort, out of memory) or stops answering is killed with its whole
+process group; the task it was on becomes an `error` observation naming what happened (the
+signal, the case's frame from the worker's faulthandler dump, or the tail of its log), and a
+fresh worker takes the remaining tasks. A group may also have a budget for all its tasks
+together (``worker_timeout``): past it the running task is killed and the rest are recorded
+as not run. A framework that cannot import or start turns its whole group into `error` (or
+`skipped`) observations. The run always finishes, unless ``stop()`` is called (an interrupted
+run): then every worker is killed and nothing more is recorded.
 """
 from __future__ import annotations
 
 import json
 import os
 import queue
+import re
 import signal
 import subprocess
 import sys
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+class RunError(Exception):
+    """The run cannot go on for a reason outside the cases: one line, exit code 2."""
+
+
+class OutputError(RunError):
+    """The output folder cannot be created or written (read-only, full disk)."""
+
+
+class Interrupted(BaseException):
+    """SIGINT/SIGTERM/SIGHUP reached the parent: workers are killed, the partial report written."""
+
+    def __init__(self, signum: int, run_dir: Path | None = None, finished: int = 0, total: int = 0):
+        super().__init__(signum)
+        self.signum, self.run_dir, self.finished, self.total = signum, run_dir, finished, total
+
+    @property
+    def name(self) -> str:
+        return signal.Signals(self.signum).name
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum
 
 
 def worker_env(framework: str, device: str, threads: int) -> dict:
@@ -35,6 +65,7 @@ def worker_env(framework: str, device: str, threads: int) -> dict:
     env["TF_FORCE_GPU_ALLOW_GROWTH"] = "true"
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     env["PYTHONHASHSEED"] = "0"
+    env["HARNESS_PARENT_PID"] = str(os.getpid())
     env["PYTHONUNBUFFERED"] = "1"
     if threads:
         for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
@@ -47,11 +78,13 @@ def worker_env(framework: str, device: str, threads: int) -> dict:
 class Worker:
     """One worker process and a thread that turns its protocol lines into a queue."""
 
-    def __init__(self, framework, device, precision, threads, log_path: Path):
+    def __init__(self, framework, device, precision, threads, log_path: Path, memory_limit: int = 0):
         kind = "cpu" if device == "cpu" else "cuda"
+        self.log_path = log_path
         self.log = open(log_path, "ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "harness.worker", framework, kind, precision, str(threads)],
+            [sys.executable, "-m", "harness.worker", framework, kind, precision, str(threads),
+             str(int(memory_limit or 0))],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log,
             env=worker_env(framework, device, threads), cwd=str(ROOT), start_new_session=True)
         self.lines: queue.Queue = queue.Queue()
@@ -76,29 +109,44 @@ class Worker:
     def receive(self, timeout: float):
         """The next message, None if the worker died, 'timeout' if it said nothing in time."""
         try:
-            return self.lines.get(timeout=timeout)
+            return self.lines.get(timeout=max(timeout, 0.0))
         except queue.Empty:
             return "timeout"
 
-    def death(self) -> str:
-        """Why the worker is gone, in words."""
+    def log_size(self) -> int:
+        try:
+            return self.log_path.stat().st_size
+        except OSError:
+            return 0
+
+    def death(self, since: int = 0) -> tuple:
+        """Why the worker is gone: (one line, the log excerpt that shows it)."""
         try:
             code = self.proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
-            return "worker stopped answering"
+            return "worker stopped answering", ""
+        summary, excerpt = crash_report(_read_log(self.log_path, since))
         if code < 0:
             try:
                 name = signal.Signals(-code).name
             except ValueError:
                 name = f"signal {-code}"
-            return f"worker crashed ({name})"
-        return f"worker exited with code {code}"
+            reason = f"worker crashed ({name})"
+            if -code == signal.SIGKILL:
+                reason = ("worker killed (SIGKILL) from outside the harness, most likely out of memory "
+                          "(the kernel's OOM killer)")
+        else:
+            reason = f"worker exited with code {code}"
+        if summary and any(p in summary.lower() for p in ("bad_alloc", "out of memory", "cannot allocate")):
+            reason = f"out of memory: {reason}"
+        return (f"{reason}: {summary}" if summary else reason), excerpt
 
     def kill(self):
-        if self.proc.poll() is None:
-            try:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
+        """SIGKILL the worker's whole process group (anything a case started goes too)."""
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            if self.proc.poll() is None:
                 self.proc.kill()
         try:
             self.proc.wait(timeout=10)
@@ -117,94 +165,220 @@ class Worker:
         self.log.close()
 
 
-def _log_tail(path: Path, lines: int = 3) -> str:
+def _read_log(path: Path, since: int = 0, limit: int = 200_000) -> str:
     try:
-        text = path.read_text(errors="replace").strip().splitlines()
+        with open(path, "rb") as fh:
+            fh.seek(max(since, 0))
+            data = fh.read()
     except OSError:
         return ""
-    interesting = [t for t in text if t.strip()][-lines:]
-    return " | ".join(t.strip()[:200] for t in interesting)
+    return data[-limit:].decode(errors="replace")
+
+
+_FRAME = re.compile(r'File "(?P<file>[^"]+)", line (?P<line>\d+) in (?P<func>\S+)')
+
+
+def crash_report(text: str) -> tuple:
+    """(one line, excerpt) from what a worker wrote to its log while on a task. A faulthandler
+    dump (segfault, abort) is summarised by its first line and the innermost frame."""
+    lines = [t.rstrip() for t in text.splitlines() if t.strip() and not t.startswith("[harness]")]
+    fatal = next((i for i, t in enumerate(lines) if t.startswith("Fatal Python error")), None)
+    if fatal is None:
+        tail = lines[-3:]
+        return " | ".join(t.strip()[:200] for t in tail), "\n".join(lines[-20:])
+    block = [t for t in lines[fatal:] if not t.startswith("Extension modules")][:30]
+    summary = block[0]
+    frames = [m for m in map(_FRAME.search, block) if m]
+    if frames:
+        summary += " in " + _frame_text(frames[0])
+        own = next((m for m in frames if not _library_file(m["file"])), None)
+        if own is not None and own is not frames[0]:
+            summary += " called from " + _frame_text(own)
+    before = lines[max(0, fatal - 3):fatal]
+    return summary, "\n".join(before + block)
+
+
+def _frame_text(match) -> str:
+    return f"{match['func']} ({Path(match['file']).name}:{match['line']})"
+
+
+def _library_file(path: str) -> bool:
+    """Python's own library, installed packages, or the harness: not where a case's fault is."""
+    import sysconfig
+
+    roots = {sysconfig.get_paths()[k] for k in ("stdlib", "platstdlib", "purelib", "platlib")}
+    roots |= {str(ROOT / "harness"), str(ROOT / "adapters")}
+    return path.startswith("<") or any(path.startswith(r.rstrip("/") + "/") for r in roots if r)
+
+
+def _log_tail(path: Path, lines: int = 3) -> str:
+    return crash_report(_read_log(path))[0]
 
 
 class Runner:
-    """Runs a plan's worker groups (``jobs`` at a time) and hands each observation to ``emit``."""
+    """Runs a plan's worker groups (``jobs`` at a time) and hands each observation to ``emit``.
+
+    ``task_timeout`` bounds one task, ``worker_timeout`` (None: no bound) all the tasks of one
+    worker group together, ``memory_limit`` (bytes, 0: none) each CPU worker's address space.
+    """
 
     def __init__(self, run_dir: Path, emit, threads: int, jobs: int = 1,
-                 task_timeout: float = 600.0, start_timeout: float = 180.0):
-        self.run_dir = run_dir
+                 task_timeout: float = 600.0, start_timeout: float = 180.0,
+                 worker_timeout: float | None = None, memory_limit: int = 0):
+        self.run_dir = Path(run_dir).absolute()  # workers run in the project root, not here
         self.emit = emit
         self.threads = threads
         self.jobs = max(1, jobs)
         self.task_timeout = task_timeout
         self.start_timeout = start_timeout
+        self.worker_timeout = worker_timeout
+        self.memory_limit = memory_limit
         self.workers_info: dict = {}
         self._lock = threading.Lock()
+        self._live: set = set()
+        self._stopping = threading.Event()
         (run_dir / "arrays").mkdir(parents=True, exist_ok=True)
         (run_dir / "logs").mkdir(parents=True, exist_ok=True)
 
+    # ---- lifecycle ---------------------------------------------------------------------
     def run(self, groups: dict) -> None:
-        if self.jobs == 1:
-            for key, tasks in groups.items():
-                self._run_group(key, tasks)
-            return
-        with ThreadPoolExecutor(self.jobs) as pool:
-            for future in [pool.submit(self._run_group, k, t) for k, t in groups.items()]:
-                future.result()
+        """Run every group; on any exception (an interrupt, a failed write) stop all workers
+        first, then re-raise."""
+        try:
+            if self.jobs == 1:
+                for key, tasks in groups.items():
+                    if self._stopping.is_set():
+                        break
+                    self._run_group(key, tasks)
+                return
+            pool = ThreadPoolExecutor(self.jobs)
+            try:
+                futures = [pool.submit(self._run_group, k, t) for k, t in groups.items()]
+                for future in futures:
+                    future.result()
+            except BaseException:
+                self.stop()
+                raise
+            finally:
+                pool.shutdown(wait=True, cancel_futures=True)
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self) -> None:
+        """Kill every live worker (with its process group); record nothing more but results
+        that had already arrived."""
+        self._stopping.set()
+        with self._lock:
+            live = list(self._live)
+        for worker in live:
+            worker.kill()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping.is_set()
+
+    def _start(self, framework, device, precision, log_path) -> Worker:
+        worker = Worker(framework, device, precision, self.threads, log_path, self.memory_limit)
+        with self._lock:
+            self._live.add(worker)
+        if self._stopping.is_set():  # stop() ran while this worker was starting
+            worker.kill()
+        return worker
+
+    def _finish(self, worker: Worker, kill: bool = False) -> None:
+        if kill:
+            worker.kill()
+        worker.close()
+        with self._lock:
+            self._live.discard(worker)
 
     def _emit(self, task, message: dict):
         message.setdefault("id", task.id)
         with self._lock:
             self.emit(task, message)
 
+    # ---- one group -----------------------------------------------------------------------
     def _run_group(self, key, tasks) -> None:
         framework, device, precision = key
+        who = f"{framework} {device}" + ("" if precision == "default" else f" ({precision})")
         log_path = self.run_dir / "logs" / f"{framework}-{device.replace(':', '')}-{precision}.log"
+        deadline = time.monotonic() + self.worker_timeout if self.worker_timeout else None
         pending = list(tasks)
-        while pending:
-            worker = Worker(framework, device, precision, self.threads, log_path)
-            hello = worker.receive(self.start_timeout)
+        while pending and not self.stopping:
+            if deadline is not None and time.monotonic() >= deadline:
+                break
+            worker = self._start(framework, device, precision, log_path)
+            hello = worker.receive(self._wait(self.start_timeout, deadline)[0])
+            if self.stopping:
+                self._finish(worker, kill=True)
+                return
             if not isinstance(hello, dict) or hello.get("type") != "hello":
+                trace = hello.get("traceback", "") if isinstance(hello, dict) else ""
                 if hello == "timeout":
-                    reason = f"{framework} worker did not start within {self.start_timeout:.0f}s"
+                    worker.kill()
+                    if deadline is not None and time.monotonic() >= deadline:
+                        reason = (f"timed out after {self.worker_timeout:g}s: the {who} worker did not start "
+                                  f"within --worker-timeout (worker killed)")
+                    else:
+                        reason = f"{framework} worker did not start within {self.start_timeout:.0f}s (worker killed)"
                 elif hello is None:
-                    reason = f"{framework} {worker.death()} while starting: {_log_tail(log_path)}"
+                    reason, trace = worker.death()
+                    reason = f"{framework} failed to start: {reason}"
                 else:
                     reason = hello.get("reason", "worker failed to start")
                 status = hello.get("status", "error") if isinstance(hello, dict) else "error"
-                worker.kill()
-                worker.close()
+                self._finish(worker, kill=True)
                 for task in pending:
-                    self._emit(task, {"status": status, "reason": reason,
-                                      "traceback": hello.get("traceback", "") if isinstance(hello, dict) else ""})
+                    self._emit(task, {"status": status, "reason": reason, "traceback": trace})
                 return
             with self._lock:
                 self.workers_info[key] = hello
             while pending:
+                if deadline is not None and time.monotonic() >= deadline:
+                    break  # the rest are recorded as not run, below
                 task = pending[0]
                 arrays = self.run_dir / "arrays" / (task.id.replace("/", "__") + ".npz")
-                if not worker.send(task.message(str(arrays))):
-                    message = None
-                else:
-                    message = worker.receive(self.task_timeout)
-                if isinstance(message, dict):
+                since, sent = worker.log_size(), time.monotonic()
+                wait, group_bound = self._wait(self.task_timeout, deadline)
+                message = worker.receive(wait) if worker.send(task.message(str(arrays))) else None
+                if isinstance(message, dict):  # a finished result is kept, even while stopping
                     pending.pop(0)
                     message.setdefault("version", hello.get("version"))
                     message.setdefault("device_name", hello.get("device_name"))
                     self._emit(task, message)
+                    if self.stopping:
+                        break
                     continue
+                if self.stopping:  # the worker died because the run is being interrupted
+                    break
                 # the worker died or hung on this task: record it, start afresh for the rest
+                trace = ""
                 if message == "timeout":
                     worker.kill()
-                    reason = f"timed out after {self.task_timeout:.0f}s (worker killed)"
+                    if group_bound:
+                        reason = (f"timed out after {self.worker_timeout:g}s: the {who} worker's tasks "
+                                  f"together exceeded --worker-timeout (worker killed)")
+                    else:
+                        reason = f"timed out after {self.task_timeout:g}s (worker killed)"
                 else:
-                    reason = worker.death()
-                    tail = _log_tail(log_path)
-                    reason = f"{reason}: {tail}" if tail else reason
+                    reason, trace = worker.death(since)
                 pending.pop(0)
-                self._emit(task, {"status": "error", "reason": reason, "version": hello.get("version"),
-                                  "device_name": hello.get("device_name"), "policy": hello.get("policy")})
+                self._emit(task, {"status": "error", "reason": reason, "traceback": trace,
+                                  "seconds": time.monotonic() - sent, "version": hello.get("version"), "device_name": hello.get("device_name"),
+                                  "policy": hello.get("policy")})
                 break
-            else:
-                worker.close()
-                return
-            worker.close()
+            self._finish(worker, kill=self.stopping)
+        if pending and not self.stopping:  # the group's time ran out between tasks
+            for task in pending:
+                self._emit(task, {"status": "error",
+                                  "reason": f"not run: the {who} worker's tasks exceeded --worker-timeout "
+                                            f"{self.worker_timeout:g}s before this one started"})
+
+    @staticmethod
+    def _wait(limit: float, deadline) -> tuple:
+        """(seconds to wait, whether the group's deadline is what bounds it)."""
+        if deadline is None:
+            return limit, False
+        remaining = deadline - time.monotonic()
+        return (remaining, True) if remaining < limit else (limit, False)

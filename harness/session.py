@@ -1,9 +1,16 @@
 """One `harness run`: plan, run the workers, stream observations to disk, judge, report.
 
 Everything a user can get wrong is checked before the run folder is created, so a bad
-command leaves nothing behind. Observations are appended to observations.jsonl as they
-arrive (an interrupted run keeps what finished); results.jsonl and report.md are written
-once at the end, each atomically.
+command leaves nothing behind; an output folder that cannot be created or written is one line
+(exit 2) and nothing is left there either. Observations are appended to observations.jsonl
+and flushed as each task finishes (a run killed at any moment keeps everything finished; its
+arrays are written atomically by the worker); run.json, results.jsonl and report.md are each
+written atomically (temporary file, fsync, rename).
+
+An interrupted run (SIGINT, SIGTERM, SIGHUP) kills its workers, writes a partial report marked
+interrupted (unfinished tasks listed as not run) and exits 128 + the signal. run.json stores
+the run's settings, so ``harness run --resume RUN_DIR`` re-plans the same tasks, runs only
+those without an observation and writes the results and report an uninterrupted run would have.
 """
 from __future__ import annotations
 
@@ -11,9 +18,11 @@ import json
 import os
 import platform
 import secrets
+import shutil
+import signal
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -22,9 +31,10 @@ import numpy as np
 from adapters import FRAMEWORKS
 
 from . import compare, plots, report
-from .plan import make_plan
-from .records import atomic_write_text, normalise, write_jsonl
-from .runner import Runner
+from .plan import Plan, make_plan
+from .records import atomic_write_text, normalise, read_observations, write_jsonl
+from .executors import runner_class
+from .runner import Interrupted, OutputError, Runner, RunError  # noqa: F401 - re-exported
 
 
 @dataclass
@@ -45,6 +55,53 @@ class Settings:
     quiet: bool = False
     command: str = ""
     missing: dict = field(default_factory=dict)   # framework -> install hint (requested, absent)
+    worker_timeout: float | None = None           # seconds for all the tasks of one worker group
+    memory_limit: int = 0                         # bytes of address space per CPU worker (0: none)
+    shard: dict | None = None                     # --shard K/N: {"index", "count", "of_cases", ...}
+    executor: str = "local"                       # --executor: local processes or ray (harness.executors)
+
+
+#: Settings fields that do not change what a run computes: --resume may not carry them over
+_NOT_STORED = ("cases", "out", "quiet")
+
+
+def settings_record(settings: Settings) -> dict:
+    """The settings as JSON (cases by (name, source)), stored in run.json for --resume."""
+    out = {"cases": [[c.name, c.source] for c in settings.cases]}
+    for f in fields(Settings):
+        if f.name not in _NOT_STORED:
+            value = getattr(settings, f.name)
+            out[f.name] = str(value) if isinstance(value, Path) else value
+    return out
+
+
+def load_settings(run_dir) -> Settings:
+    """The settings of the run in ``run_dir`` (from its run.json), cases loaded again."""
+    from .case import CaseError
+    from .loader import BUILTIN, builtin_cases, load_file
+
+    run_dir = Path(run_dir)
+    try:
+        meta = json.loads((run_dir / "run.json").read_text())
+        stored = meta["settings"]
+    except FileNotFoundError:
+        raise RunError(f"--resume {run_dir}: no run.json there (is it a run folder?)") from None
+    except (json.JSONDecodeError, KeyError, TypeError, OSError) as exc:
+        raise RunError(f"--resume {run_dir}: run.json has no readable settings ({type(exc).__name__}: {exc})") from None
+    pools: dict = {}
+    cases = []
+    for name, source in stored["cases"]:
+        if source not in pools:
+            try:
+                pools[source] = {c.name: c for c in (builtin_cases() if source == BUILTIN else load_file(source))}
+            except CaseError as exc:
+                raise RunError(f"--resume {run_dir}: {exc}") from None
+        if name not in pools[source]:
+            raise RunError(f"--resume {run_dir}: case {name!r} is no longer in {source}")
+        cases.append(pools[source][name])
+    known = {f.name for f in fields(Settings)} - set(_NOT_STORED)
+    values = {k: v for k, v in stored.items() if k in known}
+    return Settings(cases=cases, out=run_dir, **values)
 
 
 def new_run_id() -> str:
@@ -64,66 +121,183 @@ def environment() -> dict:
             "numpy": np.__version__}
 
 
-def execute(settings: Settings, log=print) -> tuple:
-    """Run everything; returns (run_dir, records)."""
-    run_id = new_run_id()
-    run_dir = run_dir_for(settings, run_id)
-    run_dir.mkdir(parents=True, exist_ok=True)
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _create_run_dir(run_dir: Path, meta: dict) -> None:
+    """Create the run folder and write run.json into it; on failure remove what was created
+    and raise OutputError (one line)."""
+    created = [p for p in [run_dir, *run_dir.parents] if not p.exists()]
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(run_dir / "run.json", json.dumps(meta, indent=2, default=str))
+    except OSError as exc:
+        for p in created:  # deepest first; only what this run made, and only if empty
+            try:
+                p.rmdir()
+            except OSError:
+                break
+        raise OutputError(f"cannot write the run folder {run_dir}: {exc.strerror or exc}") from None
+
+
+def execute(settings: Settings, log=print, resume: Path | None = None, progress=None) -> tuple:
+    """Run everything; returns (run_dir, records, meta). With ``resume`` (a run folder whose
+    settings are ``settings``), run only the tasks without an observation there."""
     start = time.perf_counter()
     cases = {c.name: c for c in settings.cases}
     installed = [fw for fw in settings.frameworks if fw not in settings.missing]
     plan = make_plan(settings.cases, installed, settings.devices, settings.dtypes, settings.modes,
                      settings.precisions, settings.seed, settings.fd_mode, settings.timing)
-    meta = {"run_id": run_id, "command": settings.command,
-            "started": datetime.now(timezone.utc).isoformat(timespec="seconds"), "seed": settings.seed,
-            "cases": sorted(cases), "frameworks": {fw: FRAMEWORKS[fw].version() for fw in settings.frameworks},
-            "devices": settings.devices, "dtypes": settings.dtypes, "modes": settings.modes,
-            "precisions": settings.precisions, "timing": settings.timing, "threads": settings.threads,
-            "environment": environment()}
-    atomic_write_text(run_dir / "run.json", json.dumps(meta, indent=2))
-
-    rows = []
-    obs_path = run_dir / "observations.jsonl"
+    order = {task.id: i for i, task in enumerate(plan.tasks)}
+    if resume is None:
+        run_id = new_run_id()
+        run_dir = run_dir_for(settings, run_id)
+        meta = {"run_id": run_id, "command": settings.command, "started": _now(), "seed": settings.seed,
+                "cases": sorted(cases), "frameworks": {fw: FRAMEWORKS[fw].version() for fw in settings.frameworks},
+                "devices": settings.devices, "dtypes": settings.dtypes, "modes": settings.modes,
+                "precisions": settings.precisions, "timing": settings.timing, "threads": settings.threads,
+                "environment": environment(), "settings": settings_record(settings),
+                "latest": settings.out is None, "shard": settings.shard, "executor": settings.executor}
+        _create_run_dir(run_dir, meta)
+        rows = []
+    else:
+        run_dir = Path(resume)
+        meta = json.loads((run_dir / "run.json").read_text())
+        run_id = meta["run_id"]
+        meta.pop("interrupted", None)
+        meta.setdefault("resumed", []).append({"at": _now(), "command": settings.command})
+        # keep one row per planned task; a torn last line (a killed run) is dropped here
+        rows = [r for r in read_observations(run_dir / "observations.jsonl") if r.get("id") in order]
+        try:
+            write_jsonl(run_dir / "observations.jsonl", rows)
+            atomic_write_text(run_dir / "run.json", json.dumps(meta, indent=2, default=str))
+        except OSError as exc:
+            raise OutputError(f"cannot write the run folder {run_dir}: {exc.strerror or exc}") from None
+    done = {r["id"] for r in rows}
+    todo = Plan(tasks=[t for t in plan.tasks if t.id not in done])
     total = len(plan.tasks)
-    with open(obs_path, "a") as obs_file:
-        def emit(task, message):
-            row = {"case": task.case, "source": task.source, "framework": task.framework,
-                   "device": task.device, "dtype": task.dtype, "mode": task.mode,
-                   "precision": task.precision, "fd": None, **message}
-            row["fd"] = message.get("fd")
-            rows.append(row)
+    obs_path = run_dir / "observations.jsonl"
+
+    def emit(task, message):
+        row = {"case": task.case, "source": task.source, "framework": task.framework,
+               "device": task.device, "dtype": task.dtype, "mode": task.mode,
+               "precision": task.precision, "fd": None, **message}
+        row["fd"] = message.get("fd")
+        try:
             obs_file.write(json.dumps(row, default=str) + "\n")
             obs_file.flush()
-            if not settings.quiet:
-                status = row.get("status")
-                extra = "" if status == "ok" else f" — {str(row.get('reason', ''))[:120]}"
-                log(f"[{len(rows)}/{total}] {task.case} {task.framework} {task.device} {task.dtype} "
-                    f"{task.mode}{'' if task.precision == 'default' else ' ' + task.precision}: "
-                    f"{status} ({row.get('seconds', 0):.1f}s){extra}")
+        except OSError as exc:
+            raise OutputError(f"writing {obs_path} failed: {exc.strerror or exc}; the {len(rows)} observation(s) "
+                              f"before it are kept: make room, then finish with "
+                              f"`python -m harness run --resume {run_dir}`") from None
+        rows.append(row)
+        if progress is not None:  # harness.progress: a bar with the current task and an ETA
+            progress.update(task, row)
+        elif not settings.quiet:
+            status = row.get("status")
+            extra = "" if status == "ok" else f" — {str(row.get('reason', ''))[:120]}"
+            log(f"[{len(rows)}/{total}] {task.case} {task.framework} {task.device} {task.dtype} "
+                f"{task.mode}{'' if task.precision == 'default' else ' ' + task.precision}: "
+                f"{status} ({row.get('seconds', 0):.1f}s){extra}")
 
-        runner = Runner(run_dir, emit, threads=settings.threads, jobs=settings.jobs,
-                        task_timeout=settings.timeout)
-        if not settings.quiet:
-            log(f"running {total} tasks in {len(plan.groups())} worker(s) → {run_dir}")
-        runner.run(plan.groups())
+    runner_type = runner_class(settings.executor)   # harness.runner.Runner, or the Ray executor's
+    runner = runner_type(run_dir, emit, threads=settings.threads, jobs=settings.jobs, task_timeout=settings.timeout,
+                         worker_timeout=settings.worker_timeout, memory_limit=settings.memory_limit)
+    interrupted = None
+    try:
+        obs_file = open(obs_path, "a")
+    except OSError as exc:
+        raise OutputError(f"cannot write {obs_path}: {exc.strerror or exc}") from None
+    try:
+        if progress is not None:
+            progress.start(todo.tasks, cases, run_dir, already=len(done))
+        elif not settings.quiet:
+            already = f", {len(done)} already done" if done else ""
+            log(f"running {len(todo.tasks)} tasks{already} in {len(todo.groups())} worker(s) → {run_dir}")
+        runner.run(todo.groups())
+    except KeyboardInterrupt:
+        interrupted = Interrupted(signal.SIGINT)
+    except Interrupted as exc:
+        interrupted = exc
+    finally:
+        try:
+            obs_file.close()
+        except OSError:
+            pass
+        if progress is not None:
+            progress.close()
 
+    rows.sort(key=lambda r: order[r["id"]])
     records = compare.build_records(rows, cases, run_dir / "arrays")
     for case_name, fw, reason in plan.skipped:
         records.append(_skip(case_name, fw, reason))
     for fw, hint in settings.missing.items():
         for case_name in sorted(cases):
             records.append(_skip(case_name, fw, f"{fw} is not installed: {hint}"))
+    if interrupted is not None:
+        finished = {r["id"] for r in rows}
+        for task in plan.tasks:
+            if task.id not in finished:
+                records.append(_not_run(task, interrupted.name))
     records = [normalise(r, run_id) for r in records]
-    meta["seconds"] = time.perf_counter() - start
-    meta["workers"] = [{"framework": k[0], "device": k[1], "precision": k[2], **v}
-                       for k, v in runner.workers_info.items()]
-    atomic_write_text(run_dir / "run.json", json.dumps(meta, indent=2, default=str))
-    write_jsonl(run_dir / "results.jsonl", records)
-    meta["plots"] = plots.render_all(records, run_dir)
-    atomic_write_text(run_dir / "report.md", report.render(records, meta))
-    if settings.out is None:
-        _point_latest(run_dir)
+    # wall time of the whole run: a resumed run adds this session's to the earlier ones'
+    meta["seconds"] = (meta.get("seconds") or 0.0 if resume is not None else 0.0) + time.perf_counter() - start
+    meta["workers"] = _workers(meta.get("workers", []), runner.workers_info)
+    if interrupted is not None:
+        meta["interrupted"] = {"signal": interrupted.name, "finished": len(rows), "tasks": total}
+    try:
+        atomic_write_text(run_dir / "run.json", json.dumps(meta, indent=2, default=str))
+        write_jsonl(run_dir / "results.jsonl", records)
+        meta["plots"] = _render_plots(records, run_dir)
+        text = report.render(records, meta)
+        if interrupted is not None:
+            text = _mark_interrupted(text, interrupted.name, len(rows), total, run_dir)
+        atomic_write_text(run_dir / "report.md", text)
+    except OSError as exc:
+        raise OutputError(f"writing the results in {run_dir} failed: {exc.strerror or exc}; the observations "
+                          f"are kept: make room, then `python -m harness run --resume {run_dir}`") from None
+    if interrupted is not None:
+        interrupted.run_dir, interrupted.finished, interrupted.total = run_dir, len(rows), total
+        raise interrupted
+    if meta.get("latest"):
+        _point_latest(run_dir.resolve())   # resolved: `--resume reports/latest` must not link latest to itself
     return run_dir, records, meta
+
+
+def _render_plots(records, run_dir: Path) -> list:
+    """The plots, drawn in a hidden staging folder and renamed into the run folder, so a plot is
+    there whole or not at all (matplotlib writes in place)."""
+    staging = run_dir / f".plots.tmp.{os.getpid()}"
+    staging.mkdir(exist_ok=True)
+    try:
+        written = plots.render_all(records, staging)
+        for name in written:
+            os.replace(staging / name, run_dir / name)
+        return written
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _workers(before: list, info: dict) -> list:
+    """run.json's workers: this session's, plus those of an earlier session not rerun now."""
+    now = [{"framework": k[0], "device": k[1], "precision": k[2], **v} for k, v in info.items()]
+    seen = {(w["framework"], w["device"], w["precision"]) for w in now}
+    return [w for w in before if (w.get("framework"), w.get("device"), w.get("precision")) not in seen] + now
+
+
+def _mark_interrupted(text: str, signame: str, finished: int, total: int, run_dir: Path) -> str:
+    title, _, rest = text.partition("\n")
+    banner = (f"**⚠ Interrupted ({signame})**: {finished} of {total} task(s) finished before the run was "
+              f"stopped; the others are listed as not run. Finish it with "
+              f"`python -m harness run --resume {run_dir}`.")
+    return f"{title}\n\n{banner}\n{rest}"
+
+
+def _not_run(task, signame) -> dict:
+    return {"case": task.case, "framework": task.framework, "framework_version": None, "device": task.device,
+            "dtype": task.dtype, "mode": task.mode, "precision": task.precision, "check": "run", "param": "*",
+            "verdict": "skipped", "message": f"not run: the run was interrupted ({signame}); finish with --resume"}
 
 
 def _skip(case_name, fw, reason) -> dict:
@@ -133,13 +307,15 @@ def _skip(case_name, fw, reason) -> dict:
 
 
 def _point_latest(run_dir: Path) -> None:
-    """reports/latest -> this run, replaced atomically (a symlink where the OS allows)."""
+    """reports/latest -> this run, replaced atomically (a symlink where the OS allows): two runs
+    finishing together each rename their own temporary link, so latest is always one whole link."""
     link = run_dir.parent / "latest"
-    tmp = run_dir.parent / f".latest.{os.getpid()}"
+    tmp = run_dir.parent / f".latest.{os.getpid()}.{secrets.token_hex(3)}"
     try:
-        if tmp.is_symlink() or tmp.exists():
-            tmp.unlink()
         tmp.symlink_to(run_dir.name)
         os.replace(tmp, link)
     except OSError:
-        pass
+        try:
+            tmp.unlink()
+        except OSError:
+            pass

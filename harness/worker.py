@@ -1,20 +1,31 @@
 """Worker process: one framework on one device, tasks as JSON lines in, observations out.
 
-    python -m harness.worker FRAMEWORK DEVICE_KIND PRECISION THREADS
+    python -m harness.worker FRAMEWORK DEVICE_KIND PRECISION THREADS [MEMORY_LIMIT_BYTES]
 
 The parent sets the environment (CUDA_VISIBLE_DEVICES, JAX_PLATFORMS, thread counts) before
 this process imports anything. The protocol travels on the original stdout, duplicated before
 anything can print: fd 1 is then pointed at stderr, so a stray print from a case or a framework
 (Python or C) lands in the worker's log instead of corrupting the protocol.
+
+Faults stay inside the task that caused them: an exception is an `error` answer with the
+traceback's last lines (an out-of-memory error says so first); a fatal signal (segfault, abort)
+dumps the Python stack to the log (faulthandler) for the parent to quote; the worker dies with
+its parent (PR_SET_PDEATHSIG), so a killed run leaves no worker behind; with a memory limit the
+worker's address space is capped (RLIMIT_AS, CPU workers) so a runaway allocation fails here
+instead of exhausting the machine.
 """
 from __future__ import annotations
 
+import faulthandler
 import functools
 import json
 import os
+import random
+import signal
 import sys
 import time
 import traceback
+import zlib
 
 import numpy as np
 
@@ -32,23 +43,109 @@ def _jsonable(value):
     return str(value)
 
 
-def _tail(exc: BaseException, lines: int = 6) -> str:
-    return "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)[-lines:]).strip()
+def _tail(exc: BaseException, lines: int = 12) -> str:
+    """The traceback's last lines (innermost frames and the error), for the record."""
+    text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    return "\n".join(text.strip().splitlines()[-lines:])
+
+
+def _one_line(exc: BaseException) -> str:
+    first = (str(exc).strip().splitlines() or [""])[0]
+    return f"{type(exc).__name__}: {first}".strip().rstrip(":")[:400]
+
+
+#: fragments of framework messages that mean an allocation failed (torch CPU/CUDA, XLA, TF)
+OOM_PATTERNS = ("out of memory", "can't allocate memory", "cannot allocate memory", "resource_exhausted",
+                "oom when allocating", "bad_alloc", "resourceexhausted", "outofmemory")
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    text = f"{type(exc).__name__} {exc}".lower()
+    return isinstance(exc, MemoryError) or any(p in text for p in OOM_PATTERNS)
+
+
+def reason_for(exc: BaseException) -> str:
+    """One line for the report: what went wrong, out-of-memory named as such."""
+    if is_out_of_memory(exc):
+        return f"out of memory: {_one_line(exc)}"
+    return _one_line(exc)
 
 
 def save_arrays(path: str, arrays: dict) -> None:
-    """Write atomically: a reader never sees half an .npz."""
+    """Write atomically: a reader never sees half an .npz (nor a full disk half a file)."""
     tmp = f"{path}.tmp.{os.getpid()}"
-    with open(tmp, "wb") as fh:
-        np.savez(fh, **arrays)
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as fh:
+            np.savez(fh, **arrays)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def _die_with_parent() -> None:
+    """Linux: SIGKILL this worker when the parent dies (even by SIGKILL), so no orphan is left
+    running a hung case. Elsewhere the closed stdin ends the worker after its current task."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    parent = os.environ.get("HARNESS_PARENT_PID")
+    if parent and os.getppid() != int(parent):  # the parent died before prctl took effect
+        os._exit(1)
+
+
+def limit_memory(limit_bytes: int, device: str) -> str:
+    """Cap this process's address space (RLIMIT_AS) so an allocation beyond it fails with
+    MemoryError / the framework's allocation error instead of exhausting the machine. CPU
+    workers only: CUDA reserves far more address space than it uses."""
+    if not limit_bytes:
+        return ""
+    if device != "cpu":
+        return "memory limit not applied: CUDA reserves far more address space than it uses"
+    try:
+        import resource
+    except ImportError:  # not on this OS
+        return "memory limit not supported on this OS"
+    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    limit = limit_bytes if hard == resource.RLIM_INFINITY else min(limit_bytes, hard)
+    resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
+    return f"address space limited to {limit / 2**30:.2f} GiB"
+
+
+def seed_global_rngs(seed: int, case_name: str) -> None:
+    """Cases draw randomness from make's rng; should one reach for numpy's or Python's global
+    generator anyway, it too depends on the seed (and the case) only, not on the task order."""
+    value = zlib.crc32(f"{seed}/{case_name}".encode())
+    np.random.seed(value)
+    random.seed(value)
 
 
 def main(argv=None) -> int:
-    framework, device, precision, threads = (argv or sys.argv[1:])[:4]
+    args = list(argv or sys.argv[1:])
+    framework, device, precision, threads = args[:4]
+    memory_limit = int(args[4]) if len(args) > 4 else 0
     protocol = os.fdopen(os.dup(1), "w", buffering=1)
     os.dup2(2, 1)
     sys.stdout = sys.stderr
+    faulthandler.enable(file=sys.stderr, all_threads=False)
+    _die_with_parent()
+    print(f"[harness] {framework} worker on {device} ({precision} precision), pid {os.getpid()}",
+          file=sys.stderr, flush=True)
+    try:
+        note = limit_memory(memory_limit, device)
+    except (ValueError, OSError) as exc:
+        note = f"memory limit not applied: {exc}"
+    if note:
+        print(f"[harness] {note}", file=sys.stderr, flush=True)
 
     from adapters import load
     from adapters.base import Unsupported
@@ -56,6 +153,11 @@ def main(argv=None) -> int:
 
     try:
         adapter = load(framework)
+    except Exception as exc:  # noqa: BLE001 - a broken install: every task of this worker an error
+        _send(protocol, {"type": "fatal", "status": "error",
+                         "reason": f"{framework} failed to import: {reason_for(exc)}", "traceback": _tail(exc)})
+        return 1
+    try:
         policy = adapter.setup(device, int(threads), precision)
         hello = {"type": "hello", "version": adapter.version(), "device_name": adapter.device_name(),
                  "policy": policy, "devices": adapter.devices(), "pid": os.getpid()}
@@ -64,8 +166,7 @@ def main(argv=None) -> int:
         return 0
     except Exception as exc:  # noqa: BLE001 - the parent turns this into error records
         _send(protocol, {"type": "fatal", "status": "error",
-                         "reason": f"{framework} failed to start: {type(exc).__name__}: {exc}",
-                         "traceback": _tail(exc)})
+                         "reason": f"{framework} failed to start: {reason_for(exc)}", "traceback": _tail(exc)})
         return 1
     _send(protocol, hello)
 
@@ -74,9 +175,11 @@ def main(argv=None) -> int:
         if not line.strip():
             continue
         task = json.loads(line)
+        print(f"[harness] task {task['id']}", file=sys.stderr, flush=True)
         start = time.perf_counter()
         reply = {"type": "result", "id": task["id"]}
         try:
+            seed_global_rngs(task["seed"], task["case"])
             case = find(task["case"], task["source"])
             observation, arrays = execute.run(adapter, case, task)
             if arrays:
@@ -86,8 +189,7 @@ def main(argv=None) -> int:
         except Unsupported as exc:
             reply.update(status="skipped", reason=str(exc))
         except Exception as exc:  # noqa: BLE001 - any failure of a case is a record, not a crash
-            reply.update(status="error", reason=f"{type(exc).__name__}: {exc}".strip(),
-                         traceback=_tail(exc))
+            reply.update(status="error", reason=reason_for(exc), traceback=_tail(exc))
         reply["policy"] = adapter.precision_policy()
         reply["seconds"] = time.perf_counter() - start
         _send(protocol, reply)

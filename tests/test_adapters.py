@@ -8,6 +8,7 @@ import pytest
 
 from adapters.base import ScalarError, Unsupported
 from harness.ops_spec import OPS
+from tests.conftest import get_adapter
 
 
 def test_every_neutral_op_is_implemented(adapter):
@@ -54,11 +55,124 @@ CLOSED_FORM = [
 ]
 
 
+def _sigmoid(x):
+    return 1 / (1 + np.exp(-x))
+
+
+def _softmax(x):
+    e = np.exp(x - x.max(-1, keepdims=True))
+    return e / e.sum(-1, keepdims=True)
+
+
+def _const(o, array):
+    """A constant in the ops' own framework (the closed-form losses receive only ops and x)."""
+    return get_adapter(o.framework).asarray(np.asarray(array), "float64")
+
+
+def _gram(o, x):
+    """A = X X^T + I: a symmetric positive definite (3, 3) from the (3, 4) test input."""
+    return o.add(o.matmul(x, o.transpose(x)), _const(o, np.eye(3)))
+
+
+def _gram_np(x):
+    return x @ x.T + np.eye(3)
+
+
+def _norm3_grad(x):
+    n = (np.abs(x) ** 3).sum(1, keepdims=True) ** (1 / 3)
+    return np.abs(x) ** 2 * np.sign(x) / n ** 2
+
+
+def _pool_max_grad(x):
+    g = np.zeros_like(x)
+    for c in (0, 2):  # two 2x2 windows over rows 0-1
+        window = x[:2, c:c + 2]
+        i, j = np.unravel_index(np.argmax(window), window.shape)
+        g[i, c + j] = 1.0
+    return g
+
+
+def _layer_norm_grad(x, eps=0.1):
+    # sum(y^2) per row is n v / (v + eps): its derivative is 2 eps (x - mean) / (v + eps)^2
+    v = x.var(1, keepdims=True)
+    return 2 * eps * (x - x.mean(1, keepdims=True)) / (v + eps) ** 2
+
+
+def _ones_like_row(o, x):
+    return o.add(o.mean(o.mul(x, 0.0), axis=0), 1.0)
+
+
+SELU_ALPHA, SELU_SCALE = 1.6732632423543772, 1.0507009873554805
+LABELS = np.array([0, 3, 1])
+
+# the neutral op sweep: a sample of the ops, each against its closed form
+CLOSED_FORM += [
+    ("rsqrt", lambda o, x: o.sum(o.rsqrt(x)), lambda x: -0.5 * x ** -1.5, (0.5, 3)),
+    ("expm1", lambda o, x: o.sum(o.expm1(x)), np.exp, (-2, 2)),
+    ("log1p", lambda o, x: o.sum(o.log1p(x)), lambda x: 1 / (1 + x), (-0.5, 2)),
+    ("sin", lambda o, x: o.sum(o.sin(x)), np.cos, (-3, 3)),
+    ("tan", lambda o, x: o.sum(o.tan(x)), lambda x: 1 / np.cos(x) ** 2, (-1.2, 1.2)),
+    ("erf", lambda o, x: o.sum(o.erf(x)), lambda x: 2 / np.sqrt(np.pi) * np.exp(-x * x), (-2, 2)),
+    ("atan2", lambda o, x: o.sum(o.atan2(x, 1.5)), lambda x: 1.5 / (x * x + 2.25), (-2, 2)),
+    ("pow_tensor", lambda o, x: o.sum(o.pow(x, x)), lambda x: x ** x * (np.log(x) + 1), (0.5, 2)),
+    ("maximum", lambda o, x: o.sum(o.maximum(x, 0.3)), lambda x: (x > 0.3).astype(float), (-1, 1)),
+    ("clip", lambda o, x: o.sum(o.clip(x, -0.5, 0.5)), lambda x: (np.abs(x) < 0.5).astype(float), (-1, 1)),
+    ("floor_round_sign", lambda o, x: o.sum(o.add(o.add(o.floor(x), o.round(x)), o.sign(x))),
+     np.zeros_like, (-3, 3)),
+    ("relu6", lambda o, x: o.sum(o.relu6(x)), lambda x: ((x > 0) & (x < 6)).astype(float), (-2, 8)),
+    ("leaky_relu", lambda o, x: o.sum(o.leaky_relu(x, 0.125)), lambda x: np.where(x > 0, 1.0, 0.125), (-2, 2)),
+    ("elu", lambda o, x: o.sum(o.elu(x, 1.0)), lambda x: np.where(x > 0, 1.0, np.exp(x)), (-2, 2)),
+    ("selu", lambda o, x: o.sum(o.selu(x)),
+     lambda x: SELU_SCALE * np.where(x > 0, 1.0, SELU_ALPHA * np.exp(x)), (-2, 2)),
+    ("silu", lambda o, x: o.sum(o.silu(x)), lambda x: _sigmoid(x) * (1 + x * (1 - _sigmoid(x))), (-3, 3)),
+    ("softplus", lambda o, x: o.sum(o.softplus(x)), _sigmoid, (-4, 4)),
+    ("hardtanh", lambda o, x: o.sum(o.hardtanh(x, -1, 1)), lambda x: (np.abs(x) < 1).astype(float), (-2, 2)),
+    ("mish", lambda o, x: o.sum(o.mish(x)),
+     lambda x: (lambda t: t + x * (1 - t * t) * _sigmoid(x))(np.tanh(np.log1p(np.exp(x)))), (-3, 3)),
+    ("prod", lambda o, x: o.sum(o.prod(x, axis=1)), lambda x: x.prod(1, keepdims=True) / x, (0.5, 1.5)),
+    ("amax", lambda o, x: o.sum(o.amax(x, axis=1)),
+     lambda x: (x == x.max(1, keepdims=True)).astype(float), (-2, 2)),
+    ("logsumexp", lambda o, x: o.sum(o.logsumexp(x, axis=1)), _softmax, (-2, 2)),
+    ("var_ddof1", lambda o, x: o.sum(o.var(x, 1, axis=1)),
+     lambda x: 2 * (x - x.mean(1, keepdims=True)) / (x.shape[1] - 1), (-2, 2)),
+    ("std_ddof0", lambda o, x: o.sum(o.std(x, 0, axis=0)),
+     lambda x: (x - x.mean(0)) / (x.shape[0] * x.std(0)), (-2, 2)),
+    ("norm3", lambda o, x: o.sum(o.norm(x, 3, axis=1)), _norm3_grad, (-2, 2)),
+    ("cumsum", lambda o, x: o.sum(o.cumsum(x, axis=1)),
+     lambda x: np.broadcast_to(np.arange(x.shape[1], 0, -1, dtype=float), x.shape), (-2, 2)),
+    ("where", lambda o, x: o.sum(o.where(o.greater(x, 0.0), o.square(x), o.neg(x))),
+     lambda x: np.where(x > 0, 2 * x, -1.0), (-2, 2)),
+    ("concat_stack_pad", lambda o, x: o.sum(o.square(o.pad(o.concat([x, o.stack([x, x], 0)[1]], 0),
+                                                             ((1, 0), (0, 2)), value=0.5))),
+     lambda x: 4 * x, (-2, 2)),
+    ("einsum", lambda o, x: o.einsum("ij,ij->", x, x), lambda x: 2 * x, (-2, 2)),
+    ("det", lambda o, x: o.det(_gram(o, x)),
+     lambda x: 2 * np.linalg.det(_gram_np(x)) * np.linalg.inv(_gram_np(x)) @ x, (-1, 1)),
+    ("slogdet", lambda o, x: o.slogdet(_gram(o, x)), lambda x: 2 * np.linalg.inv(_gram_np(x)) @ x, (-1, 1)),
+    ("inv", lambda o, x: o.sum(o.inv(_gram(o, x))),
+     lambda x: (lambda ai: -2 * ai @ np.ones((3, 3)) @ ai @ x)(np.linalg.inv(_gram_np(x))), (-1, 1)),
+    ("eigh", lambda o, x: o.sum(o.square(o.eigh(_gram(o, x))[0])), lambda x: 4 * _gram_np(x) @ x, (-1, 1)),
+    ("svdvals", lambda o, x: o.sum(o.square(o.svdvals(x))), lambda x: 2 * x, (-2, 2)),
+    ("cross_entropy", lambda o, x: o.cross_entropy(x, _const(o, LABELS), 0.0),
+     lambda x: (_softmax(x) - np.eye(4)[LABELS]) / 3, (-2, 2)),
+    ("layer_norm", lambda o, x: o.sum(o.square(o.layer_norm(x, _ones_like_row(o, x), o.mean(o.mul(x, 0.0), axis=0), 0.1))),
+     _layer_norm_grad, (-2, 2)),
+    ("max_pool2d", lambda o, x: o.sum(o.max_pool2d(o.reshape(x, (1, 1, 3, 4)), 2)), _pool_max_grad, (-2, 2)),
+    ("avg_pool2d", lambda o, x: o.sum(o.avg_pool2d(o.reshape(x, (1, 1, 3, 4)), (3, 2))),
+     lambda x: np.full_like(x, 1 / 6), (-2, 2)),
+    ("dropout", lambda o, x: o.sum(o.dropout(x, o.greater(x, 0.0), 0.5)),
+     lambda x: 2.0 * (x > 0), (-2, 2)),
+]
+
+
 @pytest.mark.parametrize("name,f,grad,domain", CLOSED_FORM, ids=[c[0] for c in CLOSED_FORM])
 def test_closed_form_gradients(adapter, rng, name, f, grad, domain):
     x = rng.uniform(*domain, size=(3, 4))
     fn = lambda t: f(adapter.ops, t)  # noqa: E731
-    value, (g,) = adapter.value_and_grad_np(fn, [adapter.asarray(x, "float64")])
+    try:
+        value, (g,) = adapter.value_and_grad_np(fn, [adapter.asarray(x, "float64")])
+    except Unsupported as exc:
+        pytest.skip(str(exc))
     np.testing.assert_allclose(g, grad(x), rtol=1e-12, atol=1e-12)
     assert value == pytest.approx(adapter.evaluate_np(fn, [adapter.asarray(x, "float64")]), rel=1e-14)
 

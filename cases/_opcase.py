@@ -1,0 +1,72 @@
+"""The shape every op-sweep case shares: one op, a weighted-sum loss, small fixed sizes.
+
+The loss is ``sum(w * op(x))`` with ``w`` a random input of the output's shape: a plain sum
+would hide a transposed, permuted or mis-broadcast gradient (and softmax's would be zero).
+Random points are drawn from the case's rng; edge points are fixed arrays, so an edge case
+holds its exact zeros, ties and magnitudes in every framework and every run.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from harness import Case
+
+#: one shape for most elementwise cases: JAX compiles each primitive once per shape
+SHAPE = (3, 4)
+
+#: float64 tolerance for a single small op (an elementwise function, one attention): little
+#: accumulates, so every framework's float64 result is within a few ulps of the others, and a
+#: gap above 1e-12 is a real difference (a constant or a softmax rounded through float32, another
+#: formula), not rounding
+SINGLE_OP_FLOAT64 = {"float64": {"rtol": 1e-12, "atol": 1e-14}}
+
+
+def weighted(ops, y, w):
+    """sum(w * y): every element of y reaches the gradient with its own random weight."""
+    return ops.sum(ops.mul(y, w))
+
+
+def op_case(name: str, family: str, make, loss, doc: str, tags=(), **kwargs) -> Case:
+    """A Case named op_<name>, tagged 'ops' and its family."""
+    return Case(name=f"op_{name}", make=make, loss=loss, doc=doc, tags=("ops", family, *tags), **kwargs)
+
+
+def uniform(lo: float, hi: float, shape=SHAPE, names=("x",), out_shape=None):
+    """make(): params drawn uniformly from [lo, hi), weights of ``out_shape`` (default: shape)."""
+    def make(rng):
+        params = {n: rng.uniform(lo, hi, shape) for n in names}
+        return params, {"w": rng.standard_normal(shape if out_shape is None else out_shape)}
+    return make
+
+
+def normal(shape=SHAPE, names=("x",), out_shape=None):
+    """make(): standard normal params, weights of ``out_shape`` (default: shape; () for a scalar)."""
+    def make(rng):
+        params = {n: rng.standard_normal(shape) for n in names}
+        return params, {"w": rng.standard_normal(shape if out_shape is None else out_shape)}
+    return make
+
+
+def points(out_shape=None, **fixed):
+    """make(): params fixed to the given edge values, random weights (of ``out_shape``,
+    default the first param's shape)."""
+    arrays = {k: np.asarray(v, dtype=np.float64) for k, v in fixed.items()}
+
+    def make(rng):
+        shape = next(iter(arrays.values())).shape if out_shape is None else out_shape
+        return {k: v.copy() for k, v in arrays.items()}, {"w": rng.standard_normal(shape)}
+    return make
+
+
+def unary(op: str, **kwargs):
+    """loss(): weighted(op(x, **kwargs))."""
+    def loss(ops, p, i):
+        return weighted(ops, getattr(ops, op)(p["x"], **kwargs), i["w"])
+    return loss
+
+
+def binary(op: str, **kwargs):
+    """loss(): weighted(op(x, y, **kwargs))."""
+    def loss(ops, p, i):
+        return weighted(ops, getattr(ops, op)(p["x"], p["y"], **kwargs), i["w"])
+    return loss

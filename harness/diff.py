@@ -1,0 +1,450 @@
+"""`harness compare OLD NEW`: what changed between two runs, as markdown and an exit code.
+
+Typical use: before/after a framework upgrade, a new GPU, a change to a model. Reported:
+
+- **verdicts that flipped** (any check whose verdict differs: pass → diverge is a regression,
+  diverge → pass a fix);
+- **errors that moved** beyond tolerance: a check with the same verdict whose max relative error
+  changed by more than its tolerance (atol + rtol, in units of the gradient scale);
+- **gradients that moved** (when both runs kept observations and arrays): each task's gradient
+  held against the old run's with the dtype's tolerance, so a change that every check still
+  passes is seen too;
+- **new and removed cases** (and checks added or removed within the cases both ran);
+- **timings that got slower or faster beyond noise**, from the stored raw per-call times: a cell
+  changes only when a two-sided Mann-Whitney U test rejects "same distribution" (p < alpha), the
+  interquartile ranges do not overlap, and the medians differ by more than ``min_change``.
+
+Two runs with the same seed on the same machine report no gradient change: CPU gradients are
+bitwise reproducible. Timing noise alone reports nothing: all three conditions must hold.
+"""
+from __future__ import annotations
+
+import math
+from collections import Counter
+from dataclasses import dataclass, field
+
+import numpy as np
+from tabulate import tabulate
+
+from .records import as_float
+from .report import _ms, _setting, _tolerance, _where, _who
+from .runs import Run
+
+FAILING = ("diverge", "nan", "error")
+#: a verdict's rank: moving to a lower rank is a regression
+RANK = {"pass": 3, "skipped": 2, "diverge": 1, "nan": 0, "error": 0}
+DEFAULT_ALPHA = 0.01
+DEFAULT_MIN_CHANGE = 0.05
+FAIL_ON_CHOICES = ("divergence", "change", "slowdown", "removed", "none")
+
+
+class DiffError(ValueError):
+    """Bad usage of compare (an unknown --fail-on): one line, exit 2."""
+
+
+# ---- statistics --------------------------------------------------------------------------------------
+def _ranks(values: np.ndarray) -> np.ndarray:
+    """Ranks 1..n, ties sharing their average rank."""
+    order = np.argsort(values, kind="mergesort")
+    ranks = np.empty(len(values), dtype=np.float64)
+    sorted_values = values[order]
+    i = 0
+    while i < len(values):
+        j = i
+        while j + 1 < len(values) and sorted_values[j + 1] == sorted_values[i]:
+            j += 1
+        ranks[order[i:j + 1]] = (i + j) / 2.0 + 1.0
+        i = j + 1
+    return ranks
+
+
+def mann_whitney_p(a, b) -> float:
+    """Two-sided p-value of the Mann-Whitney U test (normal approximation with tie and
+    continuity corrections; fine from about five samples a side, which every timing has)."""
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    n1, n2 = len(a), len(b)
+    if n1 == 0 or n2 == 0:
+        return 1.0
+    ranks = _ranks(np.concatenate([a, b]))
+    u1 = ranks[:n1].sum() - n1 * (n1 + 1) / 2.0
+    n = n1 + n2
+    _, counts = np.unique(np.concatenate([a, b]), return_counts=True)
+    tie = float(np.sum(counts ** 3 - counts))
+    variance = n1 * n2 / 12.0 * ((n + 1) - tie / (n * (n - 1)))
+    if variance <= 0:
+        return 1.0
+    z = (abs(u1 - n1 * n2 / 2.0) - 0.5) / math.sqrt(variance)
+    return float(min(1.0, math.erfc(max(z, 0.0) / math.sqrt(2.0))))
+
+
+def _quartiles(times) -> tuple:
+    q1, med, q3 = np.percentile(np.asarray(times, dtype=np.float64), [25, 50, 75])
+    return float(q1), float(med), float(q3)
+
+
+# ---- keys --------------------------------------------------------------------------------------------
+def record_key(r) -> tuple:
+    return (r["case"], r["framework"], r.get("other_framework") or "", str(r.get("device")), str(r.get("dtype")),
+            str(r.get("mode")), str(r.get("precision")), r["check"], str(r.get("param")), str(r.get("method") or ""))
+
+
+def _index(records) -> dict:
+    return {record_key(r): r for r in records}
+
+
+@dataclass
+class Diff:
+    old: Run
+    new: Run
+    cases_added: list = field(default_factory=list)
+    cases_removed: list = field(default_factory=list)
+    flipped: list = field(default_factory=list)          # (old record, new record)
+    moved: list = field(default_factory=list)            # (old record, new record, change, allowed)
+    gradients: list = field(default_factory=list)        # dicts, see _array_drift
+    gradients_compared: int | None = None                # None: arrays not available in both runs
+    gradients_note: str = ""
+    checks_added: Counter = field(default_factory=Counter)     # (case, framework) -> count
+    checks_removed: Counter = field(default_factory=Counter)
+    slower: list = field(default_factory=list)           # dicts, see _timings
+    faster: list = field(default_factory=list)
+    timings_compared: int = 0
+    unchanged: int = 0
+    alpha: float = DEFAULT_ALPHA
+    min_change: float = DEFAULT_MIN_CHANGE
+
+    @property
+    def regressions(self) -> list:
+        return [(o, n) for o, n in self.flipped if RANK.get(n["verdict"], 0) < RANK.get(o["verdict"], 0)]
+
+    @property
+    def gradient_changes(self) -> int:
+        return len(self.flipped) + len(self.moved) + len(self.gradients)
+
+
+def compare_runs(old: Run, new: Run, alpha: float = DEFAULT_ALPHA, min_change: float = DEFAULT_MIN_CHANGE,
+                 arrays: bool = True) -> Diff:
+    d = Diff(old=old, new=new, alpha=alpha, min_change=min_change)
+    old_cases = {r["case"] for r in old.records}
+    new_cases = {r["case"] for r in new.records}
+    d.cases_added = sorted(new_cases - old_cases)
+    d.cases_removed = sorted(old_cases - new_cases)
+    common = old_cases & new_cases
+    o_idx = _index(r for r in old.records if r["case"] in common)
+    n_idx = _index(r for r in new.records if r["case"] in common)
+    for key in sorted(set(o_idx) | set(n_idx)):
+        o, n = o_idx.get(key), n_idx.get(key)
+        if o is None:
+            d.checks_added[(n["case"], n["framework"])] += 1
+            continue
+        if n is None:
+            d.checks_removed[(o["case"], o["framework"])] += 1
+            continue
+        if o["check"] == "timing":
+            continue
+        if o["verdict"] != n["verdict"]:
+            d.flipped.append((o, n))
+            continue
+        moved = _error_moved(o, n)
+        if moved is not None:
+            d.moved.append((o, n) + moved)
+        else:
+            d.unchanged += 1
+    if arrays:
+        _array_drift(d, common)
+    else:
+        d.gradients_note = "--no-arrays (errors and verdicts were compared)"
+    _timings(d, o_idx, n_idx)
+    return d
+
+
+def _error_moved(o, n):
+    """(change, allowed) when max_rel_err moved by more than the check's tolerance, else None."""
+    a, b = as_float(o.get("max_rel_err")), as_float(n.get("max_rel_err"))
+    if not isinstance(a, float) or not isinstance(b, float):
+        return None
+    if not (math.isfinite(a) and math.isfinite(b)):
+        return None if (math.isnan(a) and math.isnan(b)) or a == b else (b - a, 0.0)
+    atol, rtol = as_float(n.get("atol")), as_float(n.get("rtol"))
+    if not isinstance(atol, float) or not isinstance(rtol, float):
+        return None
+    allowed = atol + rtol
+    change = b - a
+    return (change, allowed) if abs(change) > allowed else None
+
+
+def _tolerance_for(records, case, dtype):
+    """The tolerance the new run held this case's gradients to at this dtype (overrides included)."""
+    from .tolerance import DTYPE_TOLERANCE, Tolerance
+
+    for r in records:
+        if r["case"] == case and r.get("dtype") == dtype and r["check"] in ("reference", "pairwise", "compiled") \
+                and r.get("rtol") is not None:
+            return Tolerance(rtol=float(r["rtol"]), atol=float(r["atol"]))
+    return DTYPE_TOLERANCE.get(dtype, DTYPE_TOLERANCE["float32"])
+
+
+def _array_drift(d: Diff, common) -> None:
+    """Each task's gradients in NEW against the same task's in OLD (needs both runs' arrays)."""
+    from .compare import compare_arrays, gradient_scale
+
+    if not (d.old.has_observations() and d.new.has_observations()):
+        missing = [r.folder for r in (d.old, d.new) if not r.has_observations()]
+        d.gradients_note = (f"no observations.jsonl + arrays/ in {', '.join(str(m) for m in missing)} "
+                            f"(errors and verdicts were compared)")
+        return
+
+    def task_key(row):
+        return (row.get("case"), row.get("framework"), row.get("device"), row.get("dtype"), row.get("mode"),
+                row.get("precision"))
+
+    old_rows = {task_key(r): r for r in d.old.observations() if r.get("status") == "ok" and r.get("arrays")}
+    new_rows = {task_key(r): r for r in d.new.observations() if r.get("status") == "ok" and r.get("arrays")}
+    compared = 0
+    for key in sorted(set(old_rows) & set(new_rows), key=lambda k: tuple(map(str, k))):
+        if key[0] not in common:
+            continue
+        try:
+            with np.load(d.old.arrays_dir / old_rows[key]["arrays"], allow_pickle=False) as f:
+                old = {k.split("/", 1)[1]: f[k] for k in f.files if k.startswith("grad/")}
+            with np.load(d.new.arrays_dir / new_rows[key]["arrays"], allow_pickle=False) as f:
+                new = {k.split("/", 1)[1]: f[k] for k in f.files if k.startswith("grad/")}
+        except (OSError, ValueError, KeyError):
+            continue
+        tol = _tolerance_for(d.new.records, key[0], key[3])
+        scale = gradient_scale(old) if old else 1.0
+        for param in sorted(set(old) & set(new)):
+            if old[param].shape != new[param].shape:
+                d.gradients.append({"key": key, "param": param, "verdict": "shape",
+                                    "note": f"shape {old[param].shape} → {new[param].shape}"})
+                continue
+            compared += 1
+            c = compare_arrays(new[param], old[param], tol, scale)
+            if c.verdict != "pass":
+                d.gradients.append({"key": key, "param": param, "verdict": c.verdict, "max_rel": c.max_rel_err,
+                                    "index": c.worst_index, "old": c.expected, "new": c.got, "tol": tol})
+    d.gradients_compared = compared
+
+
+def _timings(d: Diff, o_idx, n_idx) -> None:
+    for key in sorted(set(o_idx) & set(n_idx)):
+        o, n = o_idx[key], n_idx[key]
+        if o["check"] != "timing" or not o.get("times") or not n.get("times"):
+            continue
+        d.timings_compared += 1
+        oq, nq = _quartiles(o["times"]), _quartiles(n["times"])
+        ratio = nq[1] / oq[1] if oq[1] > 0 else float("inf")
+        p = mann_whitney_p(o["times"], n["times"])
+        entry = {"old": o, "new": n, "ratio": ratio, "p": p, "old_q": oq, "new_q": nq}
+        if p < d.alpha and abs(ratio - 1.0) > d.min_change:
+            if ratio > 1 and nq[0] > oq[2]:
+                d.slower.append(entry)
+            elif ratio < 1 and nq[2] < oq[0]:
+                d.faster.append(entry)
+    d.slower.sort(key=lambda e: (-e["ratio"], record_key(e["new"])))
+    d.faster.sort(key=lambda e: (e["ratio"], record_key(e["new"])))
+
+
+# ---- exit code ------------------------------------------------------------------------------------------
+def parse_fail_on(text: str) -> dict:
+    """'divergence,slowdown=10%' -> {'divergence': None, 'slowdown': 0.10}."""
+    out = {}
+    for token in (t.strip() for t in (text or "").split(",") if t.strip()):
+        name, _, value = token.partition("=")
+        name = name.strip()
+        if name not in FAIL_ON_CHOICES:
+            raise DiffError(f"--fail-on {token!r}: choose from {', '.join(FAIL_ON_CHOICES)} "
+                            f"(slowdown takes a threshold, e.g. slowdown=10%)")
+        if value:
+            if name != "slowdown":
+                raise DiffError(f"--fail-on {token!r}: only slowdown takes a value")
+            v = value.strip()
+            try:
+                out[name] = float(v[:-1]) / 100.0 if v.endswith("%") else float(v)
+            except ValueError:
+                raise DiffError(f"--fail-on {token!r}: give a percentage, e.g. slowdown=10%") from None
+        else:
+            out[name] = None
+    return out
+
+
+def failures(d: Diff, fail_on: dict) -> list:
+    """Why the exit code is 1 (empty: 0)."""
+    why = []
+    if "none" in fail_on:
+        return why
+    if "divergence" in fail_on:
+        n = len(d.regressions) + len(d.moved) + len(d.gradients)
+        if n:
+            why.append(f"divergence: {len(d.regressions)} verdict(s) got worse, {len(d.moved)} error(s) and "
+                       f"{len(d.gradients)} gradient(s) moved beyond tolerance")
+    if "change" in fail_on and (d.flipped or d.moved or d.gradients):
+        why.append(f"change: {d.gradient_changes} gradient change(s)")
+    if "slowdown" in fail_on:
+        threshold = fail_on["slowdown"] if fail_on["slowdown"] is not None else d.min_change
+        slow = [e for e in d.slower if e["ratio"] - 1.0 > threshold]
+        if slow:
+            why.append(f"slowdown: {len(slow)} timing(s) slower by more than {threshold:.0%}")
+    if "removed" in fail_on and (d.cases_removed or d.checks_removed):
+        why.append(f"removed: {len(d.cases_removed)} case(s), {sum(d.checks_removed.values())} check(s)")
+    return why
+
+
+# ---- markdown -------------------------------------------------------------------------------------------
+def _table(rows, headers) -> str:
+    return tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True)
+
+
+def _versions(run: Run) -> str:
+    return ", ".join(f"{fw} {v or ''}".strip() for fw, v in (run.meta.get("frameworks") or {}).items())
+
+
+def _devices(run: Run) -> str:
+    names = {}
+    for r in run.records:
+        if r.get("device") not in (None, "-") and r.get("device_name"):
+            names.setdefault(r["device"], r["device_name"])
+    return ", ".join(f"{d} ({names[d]})" if d in names else d for d in run.meta.get("devices") or [])
+
+
+def _headline(d: Diff) -> str:
+    parts = []
+    if d.flipped:
+        parts.append(f"{len(d.flipped)} verdict(s) flipped ({len(d.regressions)} worse)")
+    if d.moved:
+        parts.append(f"{len(d.moved)} error(s) moved beyond tolerance")
+    if d.gradients:
+        parts.append(f"{len(d.gradients)} gradient(s) moved beyond tolerance")
+    if d.cases_added:
+        parts.append(f"{len(d.cases_added)} new case(s)")
+    if d.cases_removed:
+        parts.append(f"{len(d.cases_removed)} removed case(s)")
+    if d.checks_added or d.checks_removed:
+        parts.append(f"{sum(d.checks_added.values())} check(s) added, {sum(d.checks_removed.values())} removed")
+    if d.slower:
+        parts.append(f"{len(d.slower)} timing(s) slower")
+    if d.faster:
+        parts.append(f"{len(d.faster)} timing(s) faster")
+    if not parts:
+        return "**✓ No change**: same verdicts, no gradient or error moved beyond tolerance, no timing changed " \
+               "beyond noise."
+    mark = "✗" if (d.regressions or d.moved or d.gradients) else "Δ"
+    return f"**{mark} " + "; ".join(parts) + ".**"
+
+
+def render(d: Diff) -> str:
+    o, n = d.old, d.new
+    lines = [f"# gradharness compare — {o.run_id} → {n.run_id}", "", _headline(d), ""]
+    rows = [["run", f"`{o.run_id}`", f"`{n.run_id}`"],
+            ["from", f"`{o.folder}`", f"`{n.folder}`"],
+            ["started", o.meta.get("started", ""), n.meta.get("started", "")],
+            ["frameworks", _versions(o), _versions(n)],
+            ["devices", _devices(o), _devices(n)],
+            ["dtypes", ", ".join(o.meta.get("dtypes") or []), ", ".join(n.meta.get("dtypes") or [])],
+            ["seed", str(o.meta.get("seed", "?")), str(n.meta.get("seed", "?"))],
+            ["cases", str(len({r['case'] for r in o.records})), str(len({r['case'] for r in n.records}))],
+            ["platform", (o.meta.get("environment") or {}).get("platform", ""),
+             (n.meta.get("environment") or {}).get("platform", "")]]
+    marked = [[a, b, c if b == c else f"**{c}**"] for a, b, c in rows]
+    lines += [_table(marked, ["", "old", "new"]), "", "Values that differ are in bold.", ""]
+
+    lines += ["## Gradients", ""]
+    if d.flipped:
+        lines += [f"### Verdicts that flipped ({len(d.flipped)})", ""]
+        rows = []
+        for old, new in sorted(d.flipped, key=lambda p: (RANK.get(p[1]["verdict"], 0) - RANK.get(p[0]["verdict"], 0),
+                                                         record_key(p[1]))):
+            worse = RANK.get(new["verdict"], 0) < RANK.get(old["verdict"], 0)
+            rows.append([new["case"], new["check"], str(new.get("param")), _who(new), _setting(new),
+                         f"{old['verdict']} → **{new['verdict']}**" if worse else f"{old['verdict']} → {new['verdict']}",
+                         _err(old), _err(new), _tolerance(new), _where(new) if new.get("worst_index") is not None
+                         or new.get("got") is not None else _reason(new), new.get("cause") or ""])
+        lines += [_table(rows, ["case", "check", "param", "frameworks", "setting", "verdict", "old max rel err",
+                                "new max rel err", "tolerance", "new worst element / reason", "cause"]), ""]
+    if d.moved:
+        lines += [f"### Errors that moved beyond tolerance ({len(d.moved)})", "",
+                  "Same verdict, but the check's max relative error changed by more than its tolerance "
+                  "(atol + rtol, in units of the gradient scale).", ""]
+        rows = [[new["case"], new["check"], str(new.get("param")), _who(new), _setting(new), new["verdict"],
+                 _err(old), _err(new), f"{change:+.1e}", _tolerance(new), _where(new)]
+                for old, new, change, _allowed in sorted(d.moved, key=lambda m: (-abs(m[2]), record_key(m[1])))]
+        lines += [_table(rows, ["case", "check", "param", "frameworks", "setting", "verdict", "old max rel err",
+                                "new max rel err", "change", "tolerance", "new worst element"]), ""]
+    if d.gradients_compared is None:
+        lines += [f"Gradient arrays not compared: {d.gradients_note}.", ""]
+    elif d.gradients:
+        lines += [f"### Gradients that moved ({len(d.gradients)} of {d.gradients_compared} compared)", "",
+                  "Each task's gradient in the new run held against the old run's: max |new − old| / old gradient "
+                  "scale, with the dtype's tolerance.", ""]
+        rows = []
+        for g in d.gradients:
+            case, fw, device, dtype, mode, precision = g["key"]
+            setting = _setting({"dtype": dtype, "device": device, "mode": mode, "precision": precision})
+            if g["verdict"] == "shape":
+                rows.append([case, fw, setting, g["param"], "", "", g["note"]])
+                continue
+            idx = f"({', '.join(map(str, g['index']))})" if g["index"] else "(scalar)"
+            rows.append([case, fw, setting, g["param"], f"{g['max_rel']:.1e}",
+                         f"rtol {g['tol'].rtol:.0e}, atol {g['tol'].atol:.0e}",
+                         f"{idx}: old {g['old']:.6g}, new {g['new']:.6g}"])
+        lines += [_table(rows, ["case", "framework", "setting", "param", "max rel change", "tolerance",
+                                "worst element"]), ""]
+    if not (d.flipped or d.moved or d.gradients):
+        what = f"{d.unchanged} check(s)"
+        if d.gradients_compared is not None:
+            what += f" and {d.gradients_compared} gradient array(s)"
+        lines += [f"No change: {what} compared, none moved beyond tolerance.", ""]
+    else:
+        lines += [f"{d.unchanged} other check(s) unchanged"
+                  + (f"; {d.gradients_compared} gradient array(s) compared." if d.gradients_compared is not None
+                     else "."), ""]
+
+    lines += ["## Cases", ""]
+    if d.cases_added:
+        lines += [f"New ({len(d.cases_added)}): " + ", ".join(f"`{c}`" for c in d.cases_added), ""]
+    if d.cases_removed:
+        lines += [f"Removed ({len(d.cases_removed)}): " + ", ".join(f"`{c}`" for c in d.cases_removed), ""]
+    if d.checks_added or d.checks_removed:
+        rows = [[c, fw, str(d.checks_added.get((c, fw), 0)), str(d.checks_removed.get((c, fw), 0))]
+                for c, fw in sorted(set(d.checks_added) | set(d.checks_removed))]
+        lines += ["Checks added or removed in cases both runs have (a framework, dtype or device run in one "
+                  "only):", "", _table(rows, ["case", "framework", "added", "removed"]), ""]
+    if not (d.cases_added or d.cases_removed or d.checks_added or d.checks_removed):
+        lines += ["Same cases and checks in both runs.", ""]
+
+    lines += ["## Timings", ""]
+    if not d.timings_compared:
+        lines += ["No timing in both runs (run with `--timing quick` or `full`).", ""]
+    else:
+        lines += [f"{d.timings_compared} timing cell(s) compared from their raw per-call times. A cell changed when "
+                  f"a two-sided Mann-Whitney U test gives p < {d.alpha:g}, the interquartile ranges do not overlap, "
+                  f"and the medians differ by more than {d.min_change:.0%}. Compare timings from the same machine.",
+                  ""]
+        for title, entries in (("Slower", d.slower), ("Faster", d.faster)):
+            if not entries:
+                continue
+            rows = []
+            for e in entries:
+                r = e["new"]
+                rows.append([r["case"], r["framework"], _setting(r), r["param"],
+                             f"{_ms(e['old_q'][1])} ({_ms(e['old_q'][0])}–{_ms(e['old_q'][2])})",
+                             f"{_ms(e['new_q'][1])} ({_ms(e['new_q'][0])}–{_ms(e['new_q'][2])})",
+                             f"×{e['ratio']:.2f} ({(e['ratio'] - 1) * 100:+.0f}%)", f"{e['p']:.1e}"])
+            lines += [f"### {title} ({len(entries)})", "",
+                      _table(rows, ["case", "framework", "setting", "phase", "old median (IQR)", "new median (IQR)",
+                                    "change", "p"]), ""]
+        if not (d.slower or d.faster):
+            lines += ["No timing changed beyond noise.", ""]
+    while lines and lines[-1] == "":
+        lines.pop()
+    return "\n".join(lines) + "\n"
+
+
+def _err(r) -> str:
+    v = as_float(r.get("max_rel_err"))
+    return f"{v:.1e}" if isinstance(v, float) else ""
+
+
+def _reason(r) -> str:
+    text = (r.get("message") or "").strip().splitlines()
+    return " ".join(text[0].split())[:160].replace("|", "\\|") if text else ""

@@ -1,0 +1,91 @@
+"""The report as a pure function of the results: a golden file, `harness report`, and the
+one-line description every failure is given in."""
+import json
+import os
+import shutil
+from pathlib import Path
+
+from harness import report, runs
+from tests.helpers import harness
+
+DATA = Path(__file__).parent / "data" / "golden"
+EXPECTED = DATA / "report.md"
+
+
+def test_report_md_matches_the_golden_file(tmp_path):
+    """`harness report` re-renders report.md from results.jsonl + run.json, byte for byte.
+
+    After an intended change to the report, regenerate with
+    GRADHARNESS_UPDATE_GOLDEN=1 python -m pytest tests/test_reporting.py and review the diff."""
+    proc = harness("report", DATA, "--out", tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    text = (tmp_path / "report.md").read_text(encoding="utf-8")
+    if os.environ.get("GRADHARNESS_UPDATE_GOLDEN"):
+        EXPECTED.write_text(text, encoding="utf-8")
+    assert text == EXPECTED.read_text(encoding="utf-8")
+    # the plots it links were rendered beside it
+    for name in ("error_heatmap.png", "timing.png"):
+        assert f"]({name})" in text and (tmp_path / name).stat().st_size > 1000
+
+
+def test_rendering_is_deterministic_and_reads_top_down():
+    run = runs.load(DATA)
+    a = report.render(run.records, run.meta)
+    b = report.render(list(reversed(run.records)), dict(run.meta))
+    assert a == b
+    order = ["## Summary", "**What ran**", "**Verdicts by check:**", "**Worst divergences**", "**Widest timing gaps**",
+             "## Divergences", "## Errors and skipped", "## Cases", "## Timings", "### Timing divergences",
+             "## Run and environment", "## How to read this report"]
+    positions = [a.index(h) for h in order]
+    assert positions == sorted(positions)
+    # every cause label and every check present is explained in the footnote
+    from harness.compare import CAUSES
+    footnote = a[a.index("## How to read this report"):]
+    for cause in CAUSES:
+        assert f"`{cause}`" in footnote
+    for check in ("fd", "jvp", "hvp", "determinism", "reference", "pairwise", "timing"):
+        assert f"- `{check}`:" in footnote
+
+
+def test_report_from_a_bare_results_file_derives_the_settings(tmp_path):
+    shutil.copy(DATA / "results.jsonl", tmp_path / "results.jsonl")
+    proc = harness("report", tmp_path / "results.jsonl", "--no-plots")
+    assert proc.returncode == 0, proc.stderr
+    text = (tmp_path / "report.md").read_text(encoding="utf-8")
+    assert "settings derived from the results" in text
+    assert "torch 2.13" in text or "torch" in text
+    assert "op_max_ties" in text and "## Plots" not in text
+
+
+def test_report_usage_errors_are_one_line(tmp_path):
+    proc = harness("report", tmp_path / "nothing-here")
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1
+    bad = tmp_path / "results.jsonl"
+    bad.write_text(json.dumps({"schema": 99, "case": "x", "check": "fd"}) + "\n")
+    proc = harness("report", bad)
+    assert proc.returncode == 2 and "schema 99" in proc.stderr
+
+
+def test_describe_is_the_localised_one_liner():
+    rec = {"case": "planted", "param": "w", "check": "fd", "framework": "torch", "dtype": "float64", "device": "cpu",
+           "mode": "eager", "precision": "default", "verdict": "diverge", "max_rel_err": 0.347,
+           "rtol": 1e-6, "atol": 1e-8, "worst_index": [2, 1], "got": 0.402597, "expected": -0.402597,
+           "cause": "ad-bug", "message": ""}
+    assert report.describe(rec) == ("case planted, param w, fd torch float64 cpu: max_rel=3.47e-01 (tolerance rtol "
+                                    "1e-06, atol 1e-08), worst at (2, 1): got 0.402597, expected -0.402597, "
+                                    "cause ad-bug")
+    pair = dict(rec, check="pairwise", other_framework="jax", dtype="float32", mode="compiled", cause=None)
+    assert "pairwise torch vs jax float32 cpu compiled:" in report.describe(pair)
+    assert report.describe(pair).endswith("cause not established")
+
+
+def test_empty_run_renders():
+    text = report.render([], {"run_id": "empty", "devices": ["cpu"], "dtypes": ["float64"], "modes": ["eager"]})
+    assert "No divergences" in text and text.endswith("\n")
+
+
+def test_matrix_cell_shows_a_pass_with_its_skipped_checks():
+    run = runs.load(DATA)
+    matrix = report.agreement_matrix([r for r in run.records if r["case"] == "linear_mse"])
+    torch_f64 = [line for line in matrix.splitlines() if "float64" in line][0]
+    assert "(+1 skipped)" in torch_f64 and "✓" in torch_f64
