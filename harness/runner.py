@@ -365,8 +365,8 @@ class Runner:
                     reason, trace = worker.death(since)
                 pending.pop(0)
                 self._emit(task, {"status": "error", "reason": reason, "traceback": trace,
-                                  "seconds": time.monotonic() - sent, "version": hello.get("version"), "device_name": hello.get("device_name"),
-                                  "policy": hello.get("policy")})
+                                  "seconds": time.monotonic() - sent, "version": hello.get("version"),
+                                  "device_name": hello.get("device_name"), "policy": hello.get("policy")})
                 break
             self._finish(worker, kill=self.stopping)
         if pending and not self.stopping:  # the group's time ran out between tasks

@@ -60,6 +60,10 @@ FAULTS = COMMON + textwrap.dedent('''
         import ctypes
         ctypes.string_at(0)
 
+    def t_killed(p, i):        # what the kernel's OOM killer does
+        import signal
+        os.kill(os.getpid(), signal.SIGKILL)
+
     def t_raise(p, i):
         raise RuntimeError("loss exploded")
 
@@ -109,7 +113,7 @@ FAULTS = COMMON + textwrap.dedent('''
     CASES = [Case(name="a_ok_first", make=make, loss=ok),
              Case(name="b_make", make=boom_make, loss=ok)]
     CASES += [Case(name=name, make=make, native={"torch": fn}) for name, fn in [
-        ("c_abort", t_abort), ("d_segv", t_segv), ("e_raise", t_raise), ("f_autodiff", t_autodiff),
+        ("c_abort", t_abort), ("d_segv", t_segv), ("d_killed", t_killed), ("e_raise", t_raise), ("f_autodiff", t_autodiff),
         ("g_vector", t_vector), ("h_int", t_int), ("i_complex", t_complex), ("j_nan", t_nan),
         ("k_inf", t_inf), ("l_oom_numpy", t_oom_numpy), ("m_oom_torch", t_oom_torch)]]
     CASES.append(Case(name="z_ok_last", make=make, loss=ok))
@@ -198,6 +202,7 @@ def test_crash_exception_bad_loss_and_oom_each_become_one_error_row(tmp_path):
         "b_make": "ValueError: make exploded",
         "c_abort": "worker crashed (SIGABRT): Fatal Python error: Aborted in t_abort (faults.py:",
         "d_segv": "worker crashed (SIGSEGV): Fatal Python error: Segmentation fault in string_at",
+        "d_killed": "worker killed (SIGKILL) from outside the harness, most likely out of memory",
         "e_raise": "RuntimeError: loss exploded",
         "f_autodiff": "RuntimeError: backward exploded",
         "g_vector": "ScalarError: loss must return a scalar, got shape (3,)",
