@@ -191,7 +191,7 @@ CASES = [
         make=mlp_make,
         native={"torch": mlp_torch, "tensorflow": mlp_tensorflow, "jax": mlp_jax},
         layout={"torch": {"w1": (1, 0), "w2": (1, 0), "w3": (1, 0)}},
-        tags=("models", "native", "default"),
+        tags=("models", "native"),
     ),
     Case(
         name="classifier_xent",
@@ -209,7 +209,7 @@ CASES = [
         make=embedding_make,
         native={"torch": _embedding_torch_loss(False), "tensorflow": _embedding_tensorflow_loss(False),
                 "jax": _embedding_jax_loss(False)},
-        tags=("models", "native", "embedding", "default"),
+        tags=("models", "native", "embedding"),
     ),
     Case(
         name="embedding_layernorm_default_eps",
