@@ -4,6 +4,7 @@ import pytest
 
 from harness import fd
 from tests.conftest import get_adapter
+from tests.planted import torch_square, wrong_at
 
 
 def _elementwise(f):
@@ -100,18 +101,7 @@ def test_planted_bug_is_caught_by_gradcheck_and_by_harness_fd_at_the_same_elemen
     torch = pytest.importorskip("torch")
     adapter = get_adapter("torch")
 
-    class WrongSquare(torch.autograd.Function):
-        @staticmethod
-        def forward(ctx, w):
-            ctx.save_for_backward(w)
-            return w * w
-
-        @staticmethod
-        def backward(ctx, grad):
-            (w,) = ctx.saved_tensors
-            g = 2 * w * grad
-            g[1, 2] *= 1.5   # the planted bug
-            return g
+    WrongSquare = torch_square(wrong_at((1, 2), 1.5))   # the planted bug
 
     f = lambda w_: WrongSquare.apply(w_).sum()  # noqa: E731
     w = np.random.default_rng(7).normal(size=(3, 4))

@@ -6,6 +6,7 @@ import pytest
 
 from harness import Case, inprocess
 from tests.conftest import FRAMEWORKS
+from tests.planted import torch_square
 
 torch = pytest.importorskip("torch") if FRAMEWORKS["torch"].installed() else None
 needs_torch = pytest.mark.skipif(torch is None, reason="torch not installed")
@@ -52,16 +53,8 @@ def test_wrong_custom_jvp_is_caught_by_the_forward_mode_check():
 
 @needs_torch
 def test_wrong_second_derivative_is_caught_by_the_hvp_check():
-    class Square(torch.autograd.Function):
-        @staticmethod
-        def forward(ctx, w):
-            ctx.save_for_backward(w)
-            return w * w
-
-        @staticmethod
-        def backward(ctx, grad):
-            (w,) = ctx.saved_tensors
-            return 2 * w.detach() * grad    # planted: right gradient, no second derivative
+    # planted: the right gradient, but with no second derivative
+    Square = torch_square(lambda w, grad: 2 * w.detach() * grad)
 
     case = Case(name="wrong_hvp", make=_make, tags=("twice-differentiable",),
                 native={"torch": lambda p, i: torch.sum(torch.tanh(i["x"] @ Square.apply(p["w"])))})

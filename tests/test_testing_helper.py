@@ -8,6 +8,7 @@ from harness.plan import Task
 from harness.progress import Progress
 from harness.testing import assert_gradients_agree
 from tests.conftest import FRAMEWORKS
+from tests.planted import torch_square, wrong_at
 
 needs_two = pytest.mark.skipif(not (FRAMEWORKS["torch"].installed() and FRAMEWORKS["jax"].installed()),
                                reason="needs torch and jax")
@@ -29,21 +30,8 @@ def torch_loss(p, i):
 
 def torch_wrong(p, i):
     import torch
-
-    class WrongSquare(torch.autograd.Function):
-        @staticmethod
-        def forward(ctx, w):
-            ctx.save_for_backward(w)
-            return w * w
-
-        @staticmethod
-        def backward(ctx, grad):
-            (w,) = ctx.saved_tensors
-            g = 2 * w * grad
-            g[2, 1] = -g[2, 1]          # planted: one element's sign
-            return g
-
-    return torch.sum(torch.tanh(i["x"] @ WrongSquare.apply(p["w"]) + p["b"]))
+    square = torch_square(wrong_at((2, 1), -1.0))   # planted: one element's sign
+    return torch.sum(torch.tanh(i["x"] @ square.apply(p["w"]) + p["b"]))
 
 
 @needs_two
