@@ -182,7 +182,7 @@ CASES = [
         make=mha_make,
         native={"torch": mha_torch, "tensorflow": mha_tensorflow, "jax": mha_jax},
         layout=MHA_LAYOUT,
-        tags=("models", "native", "attention"),
+        tags=("models", "native", "attention", "gpu"),
     ),
     Case(
         name="transformer_encoder",

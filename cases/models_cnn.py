@@ -115,6 +115,6 @@ CASES = [
         make=make,
         native={"torch": torch_loss, "tensorflow": tensorflow_loss, "jax": jax_loss},
         layout={"torch": {"fc_w": (1, 0)}, "tensorflow": {"conv_w": (2, 3, 1, 0)}},
-        tags=("models", "native", "cnn"),
+        tags=("models", "native", "cnn", "gpu"),
     ),
 ]

@@ -149,7 +149,7 @@ CASES = [
         make=lstm_make,
         native={"torch": lstm_torch, "tensorflow": lstm_tensorflow, "jax": lstm_jax},
         layout=LAYOUT,
-        tags=("models", "native", "rnn"),
+        tags=("models", "native", "rnn", "gpu"),
     ),
     Case(
         name="gru_seq",
