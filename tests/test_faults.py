@@ -146,9 +146,14 @@ def _env(**extra):
 
 
 def _start(*args, cwd=ROOT, env=None):
-    """The CLI as a background process (the same command tests.helpers.harness runs)."""
+    """The CLI as a background process (the same command tests.helpers.harness runs).
+
+    SIGINT is reset to its default in the child: when the test runner itself was started in the
+    background by a non-interactive shell (as CI may be), SIGINT arrives ignored, Python then
+    keeps it ignored, and the run could not be interrupted the way a user's Ctrl-C does."""
     return subprocess.Popen([sys.executable, "-m", "harness", *map(str, args)], cwd=cwd, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def _finish(proc, timeout=300):
