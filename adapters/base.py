@@ -149,16 +149,17 @@ class Adapter:
     def evaluate_np(self, f, xs, compiled=False) -> float:
         return self.scalar(self.forward_fn(f, compiled)(*xs))
 
-    def evaluate_batch_np(self, f, xs, batched: dict) -> np.ndarray:
+    def evaluate_batch_np(self, f, xs, batched: dict, complex_values: bool = False) -> np.ndarray:
         """f at B points: xs[i] replaced by row b of batched[i] (native (B, ...) tensors) for
         each i in batched. Vectorised where the framework can; a Python loop otherwise
-        (the loop is remembered per f so a failing vmap is tried only once)."""
+        (the loop is remembered per f so a failing vmap is tried only once). With
+        ``complex_values`` the values stay complex (the complex-step derivative)."""
+        kind = np.complex128 if complex_values else np.float64
         in_axes = tuple(0 if i in batched else None for i in range(len(xs)))
         args = [batched.get(i, x) for i, x in enumerate(xs)]
         if getattr(f, "_harness_no_vmap", False) is False:
             try:
-                return np.asarray(self.to_numpy(self.batched_fn(f, in_axes)(*args)),
-                                  dtype=np.float64).reshape(-1)
+                return np.asarray(self.to_numpy(self.batched_fn(f, in_axes)(*args)), dtype=kind).reshape(-1)
             except Unsupported:
                 raise
             except Exception:  # noqa: BLE001 - any vmap failure falls back to the loop
@@ -168,12 +169,20 @@ class Adapter:
                     pass
         n = next(iter(batched.values())).shape[0]
         forward = self.forward_fn(f, compiled=False)
-        out = np.empty(n)
+        out = np.empty(n, dtype=kind)
         for b in range(n):
             row = [batched[i][b] if i in batched else x for i, x in enumerate(xs)]
-            out[b] = self.scalar(forward(*row))
+            value = forward(*row)
+            out[b] = np.asarray(self.to_numpy(value)).reshape(()) if complex_values else self.scalar(value)
         return out
 
+    def complex_step_np(self, f, xs, i, flat_index, h) -> np.ndarray:
+        """Im f(x + i h e_j) / h for each flat index j of xs[i]: the complex-step derivative,
+        exact to rounding (no subtraction) where f is complex-analytic. f and xs must be
+        complex128 (a Problem built with that dtype)."""
+        delta = np.full(len(flat_index), 1j * h)
+        batch = self.perturb(xs[i], np.asarray(flat_index), delta)
+        return np.imag(self.evaluate_batch_np(f, xs, {i: batch}, complex_values=True)) / h
     def evaluate_elementwise_np(self, f, xs, i, flat_index, delta) -> np.ndarray:
         """f with element flat_index[b] of xs[i] shifted by delta[b], for each b."""
         batch = self.perturb(xs[i], np.asarray(flat_index), np.asarray(delta, dtype=np.float64))

@@ -18,6 +18,7 @@ _DTYPES = {
     "float32": jnp.float32,
     "bfloat16": jnp.bfloat16,
     "float16": jnp.float16,
+    "complex128": jnp.complex128,   # the complex-step derivative only
 }
 #: matmul precisions that compute float32 dots/convs in full float32 on a GPU
 _FULL_FLOAT32 = ("highest", "float32", "f32_f32_f32")

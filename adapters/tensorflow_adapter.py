@@ -17,6 +17,7 @@ _DTYPES = {
     "float32": tf.float32,
     "bfloat16": tf.bfloat16,
     "float16": tf.float16,
+    "complex128": tf.complex128,   # the complex-step derivative only
 }
 _ZERO = tf.UnconnectedGradients.ZERO
 

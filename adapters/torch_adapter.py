@@ -15,6 +15,7 @@ _DTYPES = {
     "float32": torch.float32,
     "bfloat16": torch.bfloat16,
     "float16": torch.float16,
+    "complex128": torch.complex128,   # the complex-step derivative only
 }
 _NAMES = {v: k for k, v in _DTYPES.items()}
 

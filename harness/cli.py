@@ -83,9 +83,10 @@ def build_parser() -> argparse.ArgumentParser:
                           "(full float32), or both to confirm precision-policy causes (default: default)")
     run.add_argument("--seed", type=int, default=0, help="seed for parameters, inputs and directions")
     run.add_argument("--out", metavar="DIR", help="write the run here instead of reports/<run-id>")
-    run.add_argument("--fd", dest="fd_mode", default="auto", choices=("auto", "full", "directional"),
+    run.add_argument("--fd", dest="fd_mode", default="auto", choices=("auto", "full", "directional", "complex"),
                      help="finite differences over every element (full), along random directions, "
-                          "or full up to 20000 elements (auto)")
+                          "full up to 20000 elements (auto), or full plus the complex-step derivative "
+                          "where the function is complex-analytic (complex)")
     run.add_argument("--timing", default="quick", choices=("off", "quick", "full"),
                      help="time forward and forward+backward per task: quick (~0.05s per phase), "
                           "full (~1s per phase, for reporting) or off (default: quick)")

@@ -6,6 +6,7 @@ Checks (the ``check`` field of a record):
   fd           reverse-mode gradient vs finite differences (float64, CPU, eager)
   jvp          forward-mode JVP along a random direction vs <reverse-mode gradient, direction>
   hvp          Hessian-vector products (each method) vs finite differences of the gradient
+  complex      reverse-mode gradient vs the complex-step derivative (with --fd complex)
   determinism  the same gradient computed twice
   reference    a gradient at another dtype/device/mode vs the same framework's float64 reference
   compiled     a compiled gradient vs the eager one at the same dtype, device and precision
@@ -199,6 +200,7 @@ def build_records(rows: list, cases: dict, arrays_dir) -> list:
             fd_records = _fd(o, lookup("float64", overrides, key="fd"))
             fd_verdicts[(o.case, o.framework)] = fd_records
             records += fd_records
+            records += _complex(o, lookup("float64", overrides), lookup("float64", overrides, key="fd"))
         if o.row.get("hvp") and not _stage_failed(o, "hvp", records):
             records += _hvp(o, lookup("float64", overrides, key="fd"))
         ref = reference_of.get((o.case, o.framework))
@@ -326,6 +328,41 @@ def _fd(o: Observation, tol: Tolerance) -> list:
                 rec["message"] = "autodiff lies outside the one-sided limits at a non-differentiable point"
             else:
                 rec["cause"] = "ad-bug"
+        out.append(rec)
+    return out
+
+
+def _complex(o: Observation, tol: Tolerance, fd_tol: Tolerance) -> list:
+    """Autodiff vs the complex-step derivative (exact to rounding): held to the float64 table.
+
+    The complex step is only a derivative where the framework's complex extension of the function
+    is analytic; one that uses |z| or conj(z) (TF's squared_difference does) gives a wrong value.
+    So the complex step must first agree with the independent Richardson estimate, or it is
+    skipped with that reason."""
+    info = o.row["fd"].get("complex")
+    if not info:
+        return []
+    grads, estimate = o.grads, o.arrays("complex_step")
+    if info.get("status") == "ok":
+        fd_estimate, fd_error = o.arrays("fd_estimate"), o.arrays("fd_error")
+        fd_nondiff = o.arrays("fd_nondiff")
+        agree = all(compare_arrays(np.where(fd_nondiff[p], fd_estimate[p], estimate[p]), fd_estimate[p], fd_tol,
+                                   gradient_scale(fd_estimate), fd_error=fd_error[p]).verdict == "pass"
+                    for p in estimate)
+        if not agree:
+            info = {"status": "skipped", "reason": f"{o.framework}'s complex extension of this function is not "
+                                                   "analytic (the complex step disagrees with finite differences)"}
+    if info.get("status") != "ok":
+        rec = _base_record(o, "complex", "*")
+        rec.update(verdict=info.get("status", "error"), cause=None, message=info.get("reason", ""))
+        return [rec]
+    scale = gradient_scale(grads)
+    out = []
+    for param, g in grads.items():
+        comparison = compare_arrays(g, estimate[param], tol, scale)
+        rec = _record(o, "complex", param, comparison, tol, message=f"complex step h={info['step']:g}")
+        if comparison.verdict == "diverge":
+            rec["cause"] = "ad-bug"
         out.append(rec)
     return out
 

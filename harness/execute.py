@@ -169,8 +169,11 @@ def _jvp(adapter, problem, case, task, grads, compiled):
 def _finite_differences(adapter, problem, case, task, value, arrays, grads):
     n = sum(a.size for a in problem.canonical.values())
     mode = task.get("fd_mode", "auto")
+    with_complex_step = mode == "complex"
     if mode == "auto":
         mode = "full" if n <= FULL_FD_LIMIT else "directional"
+    elif with_complex_step:
+        mode = "full"
     start = time.perf_counter()
     native_points = [adapter.to_numpy(x) for x in problem.xs]
     info = {"mode": mode, "elements": n}
@@ -214,8 +217,30 @@ def _finite_differences(adapter, problem, case, task, value, arrays, grads):
                 for part in ("estimate", "error", "left", "right", "nondiff"):
                     arrays[f"fd_localised/{part}"] = found[part]
                 info["evaluations"] += 4 * found["probes"] + 4 * len(found["flat_index"])
+    if with_complex_step:
+        info["complex"] = _complex_step(adapter, problem, case, task, arrays)
     info["seconds"] = time.perf_counter() - start
     return info
+
+
+def _complex_step(adapter, problem, case, task, arrays):
+    """The complex-step derivative of every element, where the framework evaluates the function
+    in complex128; a function that is not complex-analytic there (relu, abs, comparisons) is
+    skipped with the framework's reason."""
+    try:
+        complex_problem = Problem(adapter, case, "complex128", task["seed"])
+        estimate = fd.complex_step(
+            lambda i, idx, h: adapter.complex_step_np(complex_problem.f, complex_problem.xs, i, idx, h),
+            [adapter.to_numpy(x) for x in problem.xs])
+    except Exception as exc:  # noqa: BLE001 - the function has no complex evaluation here
+        text = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+        return {"status": "skipped", "reason": f"{adapter.name} cannot evaluate this function in complex128: "
+                                               f"{type(exc).__name__}: {text}"}
+    if not all(np.isfinite(e).all() for e in estimate):
+        return {"status": "skipped", "reason": "the complex-step derivative is not finite here"}
+    for name, e in zip(problem.wrt, problem.to_canonical(estimate)):
+        arrays[f"complex_step/{name}"] = e
+    return {"status": "ok", "step": fd.COMPLEX_STEP}
 
 
 def _directional_judge(case, native_grads):

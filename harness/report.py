@@ -23,7 +23,7 @@ from tabulate import tabulate
 from .compare import CAUSES
 from .records import VERDICTS, as_float
 
-CHECK_ORDER = ("run", "fd", "jvp", "hvp", "determinism", "reference", "compiled", "pairwise")
+CHECK_ORDER = ("run", "fd", "complex", "jvp", "hvp", "determinism", "reference", "compiled", "pairwise")
 SEVERITY = {"nan": 0, "error": 1, "diverge": 2, "skipped": 3, "pass": 4}
 FAILING = ("diverge", "nan", "error")
 #: which verdict a matrix cell shows when its checks differ: the worst, but a pass over a skip
@@ -45,6 +45,8 @@ CHECK_HELP = {
            "the gradient, for cases tagged `twice-differentiable`",
     "determinism": "the same gradient computed twice in the same process (bitwise on CPU)",
     "reference": "a gradient at another dtype, device or mode vs the same framework's float64 CPU gradient",
+    "complex": "the reverse-mode gradient vs the complex-step derivative Im f(x + ih) / h, exact to rounding "
+               "where the function is complex-analytic (`--fd complex`)",
     "compiled": "a compiled gradient (torch.compile, jax.jit, tf.function(jit_compile=True)) vs the eager one",
     "pairwise": "two frameworks at the same device, dtype, mode and precision",
     "timing": "forward and forward+backward median time per call: a measurement, not a verdict",

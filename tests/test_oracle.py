@@ -114,3 +114,28 @@ def test_directional_check_localises_a_planted_bug_by_bisection():
     assert local["param"] == "w" and local["worst_index"] == [777 // 50, 777 % 50]
     assert local["verdict"] == "diverge" and local["cause"] == "ad-bug"
     assert "bisection" in local["message"]
+
+
+def test_complex_step_is_exact_where_analytic_and_skipped_where_not():
+    from harness.loader import select
+    (chain,) = select("elementwise_chain")
+    records = inprocess.run_case(chain, dtypes=("float64",), fd_mode="complex")
+    complex_checks = [r for r in records if r["check"] == "complex"]
+    assert {r["framework"] for r in complex_checks} == set(inprocess.installed())
+    assert all(r["verdict"] == "pass" and r["max_rel_err"] < 1e-14 for r in complex_checks)
+    if FRAMEWORKS["tensorflow"].installed():
+        (mlp,) = select("mlp_tanh")
+        tf = [r for r in inprocess.run_case(mlp, frameworks=["tensorflow"], dtypes=("float64",), fd_mode="complex")
+              if r["check"] == "complex"]
+        # tf.math.squared_difference conjugates: its complex extension is not analytic
+        assert [r["verdict"] for r in tf] == ["skipped"] and "not analytic" in tf[0]["message"]
+
+
+@needs_torch
+def test_complex_step_catches_a_planted_bug():
+    square = torch_square(lambda w, grad: 2 * w * grad * 1.001)   # planted: 0.1% off everywhere
+    case = Case(name="wrong_by_a_little", make=_make,
+                native={"torch": lambda p, i: torch.sum(torch.tanh(i["x"] @ square.apply(p["w"])))})
+    records = inprocess.run_case(case, frameworks=["torch"], dtypes=("float64",), fd_mode="complex")
+    bad = {(r["check"], r["cause"]) for r in _failing(records)}
+    assert ("complex", "ad-bug") in bad and ("fd", "ad-bug") in bad
