@@ -148,12 +148,17 @@ def _env(**extra):
 def _start(*args, cwd=ROOT, env=None):
     """The CLI as a background process (the same command tests.helpers.harness runs).
 
-    SIGINT is reset to its default in the child: when the test runner itself was started in the
-    background by a non-interactive shell (as CI may be), SIGINT arrives ignored, Python then
-    keeps it ignored, and the run could not be interrupted the way a user's Ctrl-C does."""
-    return subprocess.Popen([sys.executable, "-m", "harness", *map(str, args)], cwd=cwd, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    Ctrl-C's handler is installed explicitly in the child: when the test runner itself was
+    started in the background by a non-interactive shell (as CI may be), SIGINT arrives ignored,
+    Python then keeps it ignored, and the run could not be interrupted the way a user's Ctrl-C
+    does. (Done in the child's own code, not a preexec_fn: forking a process that has JAX's
+    threads and running Python before exec can deadlock.)"""
+    return subprocess.Popen([sys.executable, "-c", _CTRL_C_THEN_CLI, *map(str, args)], cwd=cwd, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+_CTRL_C_THEN_CLI = ("import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+                    "from harness.cli import main; sys.exit(main(sys.argv[1:]))")
 
 
 def _finish(proc, timeout=300):
