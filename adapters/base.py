@@ -136,7 +136,11 @@ class Adapter:
         return float(a.reshape(()))
 
     def value_and_grad_np(self, f, xs, compiled=False):
-        y, grads = self.grad_fn(f, compiled)(*xs)
+        return self.grad_result_np(self.grad_fn(f, compiled)(*xs))
+
+    def grad_result_np(self, result):
+        """(value, grads) of a grad_fn call, as a float and numpy arrays."""
+        y, grads = result
         return self.scalar(y), [self.to_numpy(g) for g in grads]
 
     def jvp_np(self, f, xs, vs, compiled=False):

@@ -21,7 +21,7 @@ from itertools import combinations
 import numpy as np
 
 from .plan import REFERENCE
-from .tolerance import FD_ERROR_SAFETY, Tolerance, lookup
+from .tolerance import Tolerance, lookup
 
 CAUSES = {
     "ad-bug": "autodiff disagrees with finite differences at a point where the function is smooth",
@@ -75,9 +75,7 @@ def compare_arrays(got, expected, tol: Tolerance, scale: float, fd_error=None, n
     mismatch_nonfinite = (finite_g != finite_e) | ((~finite_g & ~finite_e) & ~same_nonfinite)
     with np.errstate(invalid="ignore", over="ignore"):
         err = np.where(finite_g & finite_e, np.abs(g - e), 0.0)
-        allowed = tol.atol * scale + tol.rtol * np.where(finite_e, np.abs(e), 0.0)
-        if fd_error is not None:
-            allowed = allowed + FD_ERROR_SAFETY * np.nan_to_num(np.asarray(fd_error).reshape(-1), posinf=0.0)
+        allowed = tol.allowed(e, scale, None if fd_error is None else np.asarray(fd_error).reshape(-1))
         bad = err > allowed
         nd_count = hull_bad = 0
         if nondiff is not None:

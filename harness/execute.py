@@ -76,17 +76,18 @@ def run(adapter, case: Case, task: dict) -> tuple[dict, dict]:
         _explain_loss_output(adapter, problem, exc)
         raise
     first_grad_call = time.perf_counter() - start
-    value = adapter.scalar(result[0])
+    value, grads = adapter.grad_result_np(result)
     if not np.isfinite(value):
         raise NonFiniteLoss(f"the loss itself is not finite ({value}) at the case's point in {task['dtype']}, "
                             f"so its gradient means nothing and no gradient check was made")
-    grads = problem.to_canonical([adapter.to_numpy(g) for g in result[1]])
+    grads = problem.to_canonical(grads)
     obs["value"] = value
     for name, g in zip(problem.wrt, grads):
         arrays[f"grad/{name}"] = g
 
     if task.get("determinism", True):
-        _, again = adapter.value_and_grad_np(problem.f, problem.xs, compiled)
+        # the same callable again: a compiled function is not rebuilt, only re-run
+        _, again = adapter.grad_result_np(grad_call(*problem.xs))
         again = problem.to_canonical(again)
         obs["nondeterminism"] = max(_difference(a, g) for a, g in zip(again, grads))
 
@@ -245,14 +246,13 @@ def _complex_step(adapter, problem, case, task, arrays):
 
 def _directional_judge(case, native_grads):
     """How far a directional FD probe is beyond tolerance (> 1 fails), as compare.py judges it."""
-    from .tolerance import FD_ERROR_SAFETY, lookup
+    from .tolerance import lookup
 
     tol = lookup("float64", case.tolerance, key="fd")
     norm = float(np.sqrt(sum(np.sum(g * g) for g in native_grads))) or 1.0
 
     def excess(projected, estimate, error):
-        allowed = tol.atol * norm + tol.rtol * abs(estimate) + FD_ERROR_SAFETY * error
-        return abs(projected - estimate) / max(allowed, 1e-300)
+        return abs(projected - estimate) / max(float(tol.allowed(estimate, norm, error)), 1e-300)
     return excess
 
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
 
 @dataclass(frozen=True)
 class Tolerance:
@@ -19,6 +21,16 @@ class Tolerance:
 
     def as_dict(self):
         return {"rtol": self.rtol, "atol": self.atol}
+
+    def allowed(self, expected, scale: float, fd_error=None):
+        """The largest |got - expected| that passes, elementwise: atol * scale + rtol * |expected|,
+        plus FD_ERROR_SAFETY times the finite difference's error estimate where FD is expected.
+        Non-finite expectations allow nothing beyond atol (they are judged separately)."""
+        expected = np.asarray(expected, dtype=np.float64)
+        bound = self.atol * scale + self.rtol * np.where(np.isfinite(expected), np.abs(expected), 0.0)
+        if fd_error is not None:
+            bound = bound + FD_ERROR_SAFETY * np.nan_to_num(np.asarray(fd_error, dtype=np.float64), posinf=0.0)
+        return bound
 
 
 #: ordinary rounding of each dtype through a few dozen ops; a reduced-precision policy (TF32 has
