@@ -10,6 +10,8 @@ A subclass imports its framework at module top; this module imports none, so the
 """
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 
 FLOAT_DTYPES = ("float64", "float32", "bfloat16", "float16")
@@ -108,6 +110,12 @@ class Adapter:
         delta[b], built on the device so finite differences never ship dense batches."""
         raise NotImplementedError
 
+    @contextlib.contextmanager
+    def perturbed(self, x, flat_index: np.ndarray, delta: np.ndarray):
+        """``perturb``'s batch, valid only inside the ``with`` block, so an adapter whose tensors
+        are mutable may reuse one set of copies between calls (see the torch adapter)."""
+        yield self.perturb(x, flat_index, delta)
+
     def sync(self, result=None) -> None:
         """Block until all queued device work (and ``result``) is complete."""
         raise NotImplementedError
@@ -185,12 +193,12 @@ class Adapter:
         exact to rounding (no subtraction) where f is complex-analytic. f and xs must be
         complex128 (a Problem built with that dtype)."""
         delta = np.full(len(flat_index), 1j * h)
-        batch = self.perturb(xs[i], np.asarray(flat_index), delta)
-        return np.imag(self.evaluate_batch_np(f, xs, {i: batch}, complex_values=True)) / h
+        with self.perturbed(xs[i], np.asarray(flat_index), delta) as batch:
+            return np.imag(self.evaluate_batch_np(f, xs, {i: batch}, complex_values=True)) / h
     def evaluate_elementwise_np(self, f, xs, i, flat_index, delta) -> np.ndarray:
         """f with element flat_index[b] of xs[i] shifted by delta[b], for each b."""
-        batch = self.perturb(xs[i], np.asarray(flat_index), np.asarray(delta, dtype=np.float64))
-        return self.evaluate_batch_np(f, xs, {i: batch})
+        with self.perturbed(xs[i], np.asarray(flat_index), np.asarray(delta, dtype=np.float64)) as batch:
+            return self.evaluate_batch_np(f, xs, {i: batch})
 
     def evaluate_directions_np(self, f, xs, directions, steps) -> np.ndarray:
         """f(xs + steps[b] * directions[.][b]): directions is a list (one per x) of numpy

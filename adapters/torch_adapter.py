@@ -2,6 +2,7 @@
 torch.compile for the compiled mode."""
 from __future__ import annotations
 
+import contextlib
 import platform
 
 import numpy as np
@@ -276,6 +277,7 @@ class TorchAdapter(Adapter):
         super().__init__()
         self.ops = TorchOps()
         self._device = torch.device("cpu")
+        self._copies = None   # (x, row copies of x) reused by perturbed()
 
     def version(self) -> str:
         return torch.__version__
@@ -411,11 +413,18 @@ class TorchAdapter(Adapter):
         return self._compile(hvp) if compiled else hvp
 
     def batched_fn(self, f, in_axes):
-        mapped = torch.func.vmap(f, in_dims=in_axes)
+        mapped_at = [k for k, axis in enumerate(in_axes) if axis is not None]
 
         def batched(*xs):
+            # vmap only the batched arguments; the shared ones are closed over, so vmap's
+            # per-call pytree handling sees 1 argument instead of all (0.5 ms a call at 18)
+            def at_point(*rows):
+                args = list(xs)
+                for k, row in zip(mapped_at, rows):
+                    args[k] = row
+                return f(*args)
             with torch.no_grad():
-                return mapped(*xs)
+                return torch.func.vmap(at_point)(*(xs[k] for k in mapped_at))
         return batched
 
     def perturb(self, x, flat_index, delta):
@@ -425,6 +434,25 @@ class TorchAdapter(Adapter):
         d = torch.as_tensor(delta, device=x.device).to(x.dtype)
         batch[torch.arange(n, device=x.device), idx] += d
         return batch.reshape((n,) + tuple(x.shape))
+
+    @contextlib.contextmanager
+    def perturbed(self, x, flat_index, delta):
+        """``perturb`` without the copying: one set of row copies of x is kept between calls and
+        only the shifted elements are written, then restored to x's exact values on exit. A chunk
+        of B rows then costs O(B) writes instead of O(B * x.numel()) - gradcheck's in-place trick,
+        vectorised. (Copying dominated full FD of a 100x100 weight: ~18 us of ~30 us a row.)"""
+        n = len(flat_index)
+        cached = self._copies
+        if cached is None or cached[0] is not x or cached[1].shape[0] < n:
+            cached = self._copies = (x, x.detach().reshape(1, -1).repeat(n, 1))
+        rows = cached[1][:n]
+        at = (torch.arange(n, device=x.device), torch.as_tensor(flat_index, device=x.device, dtype=torch.long))
+        original = x.detach().reshape(-1)[at[1]]
+        rows[at] = original + torch.as_tensor(delta, device=x.device).to(x.dtype)
+        try:
+            yield rows.reshape((n,) + tuple(x.shape))
+        finally:
+            rows[at] = original
 
     def sync(self, result=None) -> None:
         if self.device == "cuda":

@@ -21,7 +21,7 @@ from itertools import combinations
 import numpy as np
 
 from .plan import REFERENCE
-from .tolerance import Tolerance, lookup
+from .tolerance import Tolerance, gradient_scale, lookup
 
 CAUSES = {
     "ad-bug": "autodiff disagrees with finite differences at a point where the function is smooth",
@@ -101,13 +101,6 @@ def compare_arrays(got, expected, tol: Tolerance, scale: float, fd_error=None, n
         expected=float(e[worst]) if e.size else None, elements=int(g.size), bad_elements=int(bad.sum()),
         nondiff_elements=nd_count, outside_hull=hull_bad, nonfinite_side=side,
         fd_err=float(np.asarray(fd_error).reshape(-1)[worst]) if fd_error is not None and g.size else None)
-
-
-def gradient_scale(arrays: dict) -> float:
-    """The size of a whole gradient (largest finite magnitude over all its parameters)."""
-    finite = [np.abs(a[np.isfinite(a)]).max() for a in arrays.values() if np.isfinite(a).any()]
-    scale = max(finite, default=0.0)
-    return float(scale) if scale > 0 else 1.0
 
 
 class Observation:

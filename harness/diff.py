@@ -186,7 +186,8 @@ def _tolerance_for(records, case, dtype):
 
 def _array_drift(d: Diff, common) -> None:
     """Each task's gradients in NEW against the same task's in OLD (needs both runs' arrays)."""
-    from .compare import compare_arrays, gradient_scale
+    from .compare import compare_arrays
+    from .tolerance import gradient_scale
 
     if not (d.old.has_observations() and d.new.has_observations()):
         missing = [r.folder for r in (d.old, d.new) if not r.has_observations()]

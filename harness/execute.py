@@ -13,6 +13,7 @@ import numpy as np
 
 from . import fd
 from .case import Case
+from .tolerance import gradient_scale, lookup
 
 #: above this many differentiated elements, `auto` FD switches from full to directional
 FULL_FD_LIMIT = 20_000
@@ -179,13 +180,15 @@ def _finite_differences(adapter, problem, case, task, value, arrays, grads):
     native_points = [adapter.to_numpy(x) for x in problem.xs]
     info = {"mode": mode, "elements": n}
     if mode == "full":
+        native_grads = [case.to_native_layout(adapter.name, n, g) for n, g in zip(problem.wrt, grads)]
         result = fd.full(
             lambda i, idx, delta: adapter.evaluate_elementwise_np(problem.f, problem.xs, i, idx, delta),
-            native_points, value)
+            native_points, value, accept=_elementwise_judge(case, native_grads))
         for part in ("estimate", "error", "left", "right", "nondiff"):
             for name, a in zip(problem.wrt, problem.to_canonical(getattr(result, part))):
                 arrays[f"fd_{part}/{name}"] = a
         info["evaluations"] = result.evaluations
+        info["refined"] = int(sum(int(r.sum()) for r in result.refined))
     else:
         shapes = [a.shape for a in problem.canonical.values()]
         directions = fd.random_directions(case_rng(task["seed"], case.name, "fd"), shapes, DIRECTIONS)
@@ -244,10 +247,21 @@ def _complex_step(adapter, problem, case, task, arrays):
     return {"status": "ok", "step": fd.COMPLEX_STEP}
 
 
+def _elementwise_judge(case, native_grads):
+    """Does autodiff pass against a first-pass FD estimate of parameter i, element by element, as
+    compare.py would judge it? (fd.full refines every element where it does not.)"""
+    tol = lookup("float64", case.tolerance, key="fd")
+    scale = gradient_scale(dict(enumerate(native_grads)))
+    flat = [np.asarray(g, dtype=np.float64).reshape(-1) for g in native_grads]
+
+    def accept(i, estimate, error):
+        with np.errstate(invalid="ignore"):
+            return np.isfinite(flat[i]) & (np.abs(flat[i] - estimate) <= tol.allowed(estimate, scale, error))
+    return accept
+
+
 def _directional_judge(case, native_grads):
     """How far a directional FD probe is beyond tolerance (> 1 fails), as compare.py judges it."""
-    from .tolerance import lookup
-
     tol = lookup("float64", case.tolerance, key="fd")
     norm = float(np.sqrt(sum(np.sum(g * g) for g in native_grads))) or 1.0
 

@@ -33,6 +33,13 @@ class Tolerance:
         return bound
 
 
+def gradient_scale(arrays: dict) -> float:
+    """The size of a whole gradient (largest finite magnitude over all its parameters)."""
+    finite = [np.abs(a[np.isfinite(a)]).max() for a in arrays.values() if np.isfinite(a).any()]
+    scale = max(finite, default=0.0)
+    return float(scale) if scale > 0 else 1.0
+
+
 #: ordinary rounding of each dtype through a few dozen ops; a reduced-precision policy (TF32 has
 #: a 10-bit mantissa: ~5e-4 relative) or a wrong gradient is well outside.
 DTYPE_TOLERANCE = {

@@ -225,6 +225,12 @@ def test_evaluate_batch_and_elementwise(adapter):
         w2[i] += d
         want.append(adapter.evaluate_np(loss, [adapter.asarray(w2.reshape(w.shape), "float64"), xs[1]]))
     np.testing.assert_allclose(got, want, rtol=1e-13)
+    # successive chunks (an adapter may reuse its copies between calls): no shift survives a
+    # call, and the parameter itself is never touched
+    again = np.concatenate([adapter.evaluate_elementwise_np(loss, xs, 0, idx[:2], delta[:2]),
+                            adapter.evaluate_elementwise_np(loss, xs, 0, idx[2:], delta[2:])])
+    np.testing.assert_allclose(again, want, rtol=1e-13)
+    np.testing.assert_array_equal(adapter.to_numpy(xs[0]), w)
     rng = np.random.default_rng(3)
     dirs = [rng.normal(size=(3,) + w.shape), rng.normal(size=(3,) + b.shape)]
     steps = np.array([0.1, -0.2, 0.0])

@@ -140,3 +140,67 @@ def test_fd_agrees_with_tf_compute_gradient():
     for k in range(2):
         np.testing.assert_allclose(result.estimate[k].reshape(-1), numerical[k].reshape(-1), rtol=1e-5, atol=1e-7)
         np.testing.assert_allclose(result.estimate[k].reshape(-1), theoretical[k].reshape(-1), rtol=1e-9, atol=1e-11)
+
+
+# ---- the adaptive first pass ----------------------------------------------------------------
+
+def _judge(gradient, rtol=1e-6, atol=1e-8):
+    """An autodiff verdict for fd.full's first pass: gradient[i] against the FD estimate."""
+    def accept(i, estimate, error):
+        g = gradient[i].reshape(-1)
+        return np.abs(g - estimate) <= atol + rtol * np.abs(estimate) + 10 * error
+    return accept
+
+
+def test_adaptive_pass_settles_smooth_elements_with_two_evaluations():
+    rng = np.random.default_rng(0)
+    x = rng.uniform(-2, 2, (3, 4))
+    f = lambda a: float(np.sum(np.sin(a) * np.exp(a / 3)))  # noqa: E731
+    exact = np.cos(x) * np.exp(x / 3) + np.sin(x) * np.exp(x / 3) / 3
+    result = fd.full(_elementwise(f)([x]), [x], f(x), accept=_judge([exact]))
+    assert not result.refined[0].any() and result.evaluations == 2 * x.size
+    np.testing.assert_allclose(result.estimate[0], exact, rtol=0, atol=1e-9)
+    # the first pass's error estimate is its rounding bound, and it does bound the error here
+    assert np.all(np.abs(result.estimate[0] - exact) <= 10 * result.error[0])
+
+
+def test_adaptive_pass_refines_a_wrong_gradient_and_every_kink():
+    x = np.array([0.0, 0.7, -1.3, 2.0, 0.4])
+    f = lambda a: float(np.abs(a[0]) + np.maximum(a[1] - 0.7, 0) + a[2] ** 2 + np.floor(a[3]) + a[4] ** 3)  # noqa: E731
+    # torch's conventions at the kinks (0 there), and a 1e-4 error planted at element 4
+    autodiff = np.array([0.0, 0.0, -2.6, 0.0, 3 * 0.4 ** 2 * (1 + 1e-4)])
+    result = fd.full(_elementwise(f)([x]), [x], f(x), accept=_judge([autodiff]))
+    # |x| at 0 matches its central difference (0) exactly, yet is refined: it is a kink
+    assert result.refined[0].tolist() == [True, True, False, True, True]
+    assert result.nondiff[0].tolist() == [True, True, False, True, False]
+    assert result.evaluations == 2 * 5 + 4 * 4
+    assert result.left[0][0] == pytest.approx(-1) and result.right[0][0] == pytest.approx(1)
+    # the refined value is the Richardson estimate: the planted error stands out against it
+    assert result.estimate[0][4] == pytest.approx(0.48, rel=1e-10)
+    assert abs(autodiff[4] - result.estimate[0][4]) > 100 * result.error[0][4]
+
+
+def test_adaptive_and_full_stencil_give_the_same_verdicts_on_a_framework():
+    torch = pytest.importorskip("torch")
+    adapter = get_adapter("torch")
+    w, b = _mlp_numpy_inputs()
+    X = torch.tensor(np.random.default_rng(6).normal(size=(5, 4)), dtype=torch.float64)
+    f = lambda w_, b_: torch.sum(torch.relu(X @ w_ + b_) + torch.tanh(X @ w_ + b_) ** 2)  # noqa: E731
+    b[0] = -float((X @ torch.tensor(w))[2, 0])   # one pre-activation exactly at relu's kink
+    xs = [adapter.asarray(a, "float64") for a in (w, b)]
+    value = adapter.evaluate_np(f, xs)
+    _, grads = adapter.value_and_grad_np(f, xs)
+    evaluate = lambda i, idx, d: adapter.evaluate_elementwise_np(f, xs, i, idx, d)  # noqa: E731
+    accept = _judge(grads)
+    adaptive = fd.full(evaluate, [w, b], value, accept=accept)
+    stencil = fd.full(evaluate, [w, b], value)
+    # the kink is found the same way: at b[0] and at every weight feeding that pre-activation
+    assert adaptive.nondiff[1].tolist() == [True, False, False] and adaptive.nondiff[0][:, 0].all()
+    refined = sum(int(r.sum()) for r in adaptive.refined)
+    assert adaptive.evaluations == 2 * 15 + 4 * refined and refined < 15 / 2
+    for k in range(2):
+        np.testing.assert_array_equal(adaptive.nondiff[k], stencil.nondiff[k])
+        np.testing.assert_allclose(adaptive.estimate[k], stencil.estimate[k], rtol=1e-8, atol=1e-10)
+        smooth = ~stencil.nondiff[k].reshape(-1)
+        verdicts = [accept(k, r.estimate[k].reshape(-1), r.error[k].reshape(-1))[smooth] for r in (adaptive, stencil)]
+        np.testing.assert_array_equal(*verdicts)
