@@ -305,11 +305,14 @@ def _fd(o: Observation, tol: Tolerance) -> list:
         return [rec, loc]
     estimate, error = o.arrays("fd_estimate"), o.arrays("fd_error")
     left, right, nondiff = o.arrays("fd_left"), o.arrays("fd_right"), o.arrays("fd_nondiff")
+    refined = o.arrays("fd_refined")
     out = []
     for param, g in grads.items():
         comparison = compare_arrays(g, estimate[param], tol, scale, fd_error=error[param],
                                     nondiff=nondiff[param], left=left[param], right=right[param])
         rec = _record(o, "fd", param, comparison, tol, fd_mode="full")
+        if param in refined:
+            rec["fd_refined"] = int(refined[param].sum())
         if comparison.nondiff_elements:
             rec["message"] = (f"{comparison.nondiff_elements} non-differentiable element(s) judged by "
                               f"one-sided limits")
@@ -328,7 +331,7 @@ def _complex(o: Observation, tol: Tolerance, fd_tol: Tolerance) -> list:
 
     The complex step is only a derivative where the framework's complex extension of the function
     is analytic; one that uses |z| or conj(z) (TF's squared_difference does) gives a wrong value.
-    So the complex step must first agree with the independent Richardson estimate, or it is
+    So the complex step must first agree with the independent finite-difference estimate, or it is
     skipped with that reason."""
     info = o.row["fd"].get("complex")
     if not info:

@@ -37,9 +37,10 @@ SUMMARY_ROWS = 5
 
 CHECK_HELP = {
     "run": "a task that could not run at all (worker crash, timeout, framework missing); the reason is given",
-    "fd": "reverse-mode gradient vs Richardson-extrapolated central finite differences (float64, CPU, eager); "
-          "the FD error estimate is added to the tolerance, and non-differentiable elements are judged by "
-          "their one-sided limits",
+    "fd": "reverse-mode gradient vs central finite differences (float64, CPU, eager): one step per element "
+          "first, Richardson-extrapolated two steps with an error estimate wherever the first does not settle "
+          "the element; the FD error estimate is added to the tolerance, and non-differentiable elements are "
+          "judged by their one-sided limits",
     "jvp": "forward-mode derivative along a seeded random direction vs ⟨reverse-mode gradient, direction⟩",
     "hvp": "Hessian-vector products (forward-over-reverse, reverse-over-reverse) vs finite differences of "
            "the gradient, for cases tagged `twice-differentiable`",

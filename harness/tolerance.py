@@ -49,7 +49,7 @@ DTYPE_TOLERANCE = {
     "float16": Tolerance(rtol=1e-2, atol=5e-3),
 }
 
-#: autodiff in float64 against the Richardson FD estimate, on top of FD's own error estimate
+#: autodiff in float64 against the FD estimate, on top of FD's own error estimate
 FD_TOLERANCE = Tolerance(rtol=1e-6, atol=1e-8)
 
 #: FD's error estimate is itself an estimate: allow this multiple of it
