@@ -73,7 +73,9 @@ def full(evaluate_elementwise, params: list, f0: float, chunk_bytes: int = CHUNK
     for i, x in enumerate(params):
         flat = x.reshape(-1)
         n = flat.size
-        rows_per_chunk = max(4, chunk_bytes // max(1, flat.nbytes))
+        # one batch shape for every call on this parameter (a compiling framework traces once):
+        # a multiple of 4 rows, no more than the full stencil on every element needs
+        rows_per_chunk = min(max(4, chunk_bytes // max(1, flat.nbytes)) // 4 * 4, 4 * n)
         estimate, error = np.empty(n), np.empty(n)
         left, right = np.empty(n), np.empty(n)
         nondiff, refine = np.zeros(n, dtype=bool), np.ones(n, dtype=bool)
@@ -103,15 +105,21 @@ def _stencil(evaluate_elementwise, i, flat, idx, f0, rows_per_chunk, floor=None)
     return _combine(values, h, half, f0, floor)
 
 
-def _evaluate(evaluate_elementwise, i, idx, deltas, rows_per_chunk):
-    """f at every (element, step) pair: ``deltas`` is (len(idx), k); returns (len(idx), k)."""
+def _evaluate(evaluate_elementwise, i, idx, deltas, rows):
+    """f at every (element, step) pair: ``deltas`` is (len(idx), k); returns (len(idx), k).
+    Every call gets exactly ``rows`` rows (a short chunk is padded with unshifted rows), so a
+    framework that compiles per batch shape compiles once per parameter."""
     k = deltas.shape[1]
-    per_chunk = max(1, rows_per_chunk // k)
+    per_chunk = max(1, rows // k)
     values = np.empty((idx.size, k))
     for start in range(0, idx.size, per_chunk):
         part = slice(start, start + per_chunk)
-        values[part] = np.asarray(
-            evaluate_elementwise(i, np.repeat(idx[part], k), deltas[part].reshape(-1))).reshape(-1, k)
+        flat_index, delta = np.repeat(idx[part], k), deltas[part].reshape(-1)
+        used, pad = delta.size, rows - delta.size
+        if pad > 0:
+            flat_index = np.concatenate([flat_index, np.zeros(pad, dtype=flat_index.dtype)])
+            delta = np.concatenate([delta, np.zeros(pad)])
+        values[part] = np.asarray(evaluate_elementwise(i, flat_index, delta)).reshape(-1)[:used].reshape(-1, k)
     return values
 
 

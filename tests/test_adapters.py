@@ -241,6 +241,20 @@ def test_evaluate_batch_and_elementwise(adapter):
     np.testing.assert_allclose(got, want, rtol=1e-13)
 
 
+def test_elementwise_falls_back_to_a_loop_where_f_cannot_be_vectorised(adapter):
+    loss, w, b = _mlp(adapter)
+
+    def f(w_, b_):   # python control flow on a value: no vmap / vectorized_map can trace it
+        return loss(w_, b_) * (2.0 if float(np.sum(adapter.to_numpy(w_))) > 1e9 else 1.0)
+    xs = [adapter.asarray(w, "float64"), adapter.asarray(b, "float64")]
+    idx, delta = np.array([1, 4, 1]), np.array([1e-2, -1e-2, 0.0])
+    shifted = [(w.reshape(-1) + d * (np.arange(w.size) == i)).reshape(w.shape) for i, d in zip(idx, delta)]
+    want = [adapter.evaluate_np(f, [adapter.asarray(p, "float64"), xs[1]]) for p in shifted]
+    for _ in range(2):   # the second call goes straight to the loop
+        np.testing.assert_allclose(adapter.evaluate_elementwise_np(f, xs, 0, idx, delta), want, rtol=1e-13)
+    assert f._harness_no_vmap is True
+
+
 def test_compiled_matches_eager(adapter):
     loss, w, b = _mlp(adapter)
     xs = [adapter.asarray(w, "float64"), adapter.asarray(b, "float64")]
