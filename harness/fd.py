@@ -13,8 +13,10 @@ Checking autodiff, ``full`` is adaptive: a first pass takes one central differen
 get the full stencil above (4 more): every element whose autodiff value disagrees with it, and
 every element whose two one-sided quotients differ enough to hide a kink. An element settled in
 the first pass agreed with autodiff with no allowance for truncation error (its error estimate is
-the rounding bound alone), so the shortcut can only send more elements to the full stencil,
-never pass one the full stencil would fail.
+the rounding bound alone), so where f is smooth across the full stencil the shortcut can only
+send more elements to it, never pass one it would fail. (A kink or jump between the two step
+sizes, ~1e-5 and ~1e-3 from the point, is seen by the full stencil only; the first pass, being
+more local, rightly treats the point itself as smooth.)
 
 The evaluation callables come from an adapter (numpy in, numpy out), so this module imports
 no framework.
