@@ -76,8 +76,8 @@ def full(evaluate_elementwise, params: list, f0: float, chunk_bytes: int = CHUNK
         flat = x.reshape(-1)
         n = flat.size
         # one batch shape for every call on this parameter (a compiling framework traces once):
-        # a multiple of 4 rows, no more than the full stencil on every element needs
-        rows_per_chunk = min(max(4, chunk_bytes // max(1, flat.nbytes)) // 4 * 4, 4 * n)
+        # a multiple of 4 rows, no more than the first pass over every element needs
+        rows_per_chunk = min(max(4, chunk_bytes // max(1, flat.nbytes)) // 4 * 4, -(-2 * n // 4) * 4)
         estimate, error = np.empty(n), np.empty(n)
         left, right = np.empty(n), np.empty(n)
         nondiff, refine = np.zeros(n, dtype=bool), np.ones(n, dtype=bool)
