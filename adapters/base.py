@@ -161,17 +161,19 @@ class Adapter:
     def evaluate_np(self, f, xs, compiled=False) -> float:
         return self.scalar(self.forward_fn(f, compiled)(*xs))
 
-    def evaluate_batch_np(self, f, xs, batched: dict, complex_values: bool = False) -> np.ndarray:
-        """f at B points: xs[i] replaced by row b of batched[i] (native (B, ...) tensors) for
-        each i in batched. Vectorised where the framework can; a Python loop otherwise
-        (the loop is remembered per f so a failing vmap is tried only once). With
-        ``complex_values`` the values stay complex (the complex-step derivative)."""
-        kind = np.complex128 if complex_values else np.float64
-        in_axes = tuple(0 if i in batched else None for i in range(len(xs)))
-        args = [batched.get(i, x) for i, x in enumerate(xs)]
+    def shifted_fn(self, f, i: int, n_args: int):
+        """callable(x, flat_index, delta, *other_xs) -> native vector: f with element
+        flat_index[b] of argument i shifted by delta[b], shifting and evaluating fused in one
+        vectorised call (numpy index and delta in). None where the adapter has no such path:
+        ``perturbed`` and ``batched_fn`` then do it in two steps."""
+        return None
+
+    def _vectorised_or_loop(self, f, vectorised, loop):
+        """vectorised() where f can be vectorised; loop() otherwise. A failure is remembered
+        per f, so a function that cannot be vmapped is tried only once."""
         if getattr(f, "_harness_no_vmap", False) is False:
             try:
-                return np.asarray(self.to_numpy(self.batched_fn(f, in_axes)(*args)), dtype=kind).reshape(-1)
+                return vectorised()
             except Unsupported:
                 raise
             except Exception:  # noqa: BLE001 - any vmap failure falls back to the loop
@@ -179,14 +181,29 @@ class Adapter:
                     f._harness_no_vmap = True
                 except AttributeError:
                     pass
+        return loop()
+
+    def _loop_np(self, f, xs, batched: dict, kind) -> np.ndarray:
+        """evaluate_batch_np one row at a time, eagerly."""
         n = next(iter(batched.values())).shape[0]
         forward = self.forward_fn(f, compiled=False)
         out = np.empty(n, dtype=kind)
         for b in range(n):
             row = [batched[i][b] if i in batched else x for i, x in enumerate(xs)]
             value = forward(*row)
-            out[b] = np.asarray(self.to_numpy(value)).reshape(()) if complex_values else self.scalar(value)
+            out[b] = np.asarray(self.to_numpy(value)).reshape(()) if kind is np.complex128 else self.scalar(value)
         return out
+
+    def evaluate_batch_np(self, f, xs, batched: dict, complex_values: bool = False) -> np.ndarray:
+        """f at B points: xs[i] replaced by row b of batched[i] (native (B, ...) tensors) for
+        each i in batched. Vectorised where the framework can; a Python loop otherwise. With
+        ``complex_values`` the values stay complex (the complex-step derivative)."""
+        kind = np.complex128 if complex_values else np.float64
+        in_axes = tuple(0 if i in batched else None for i in range(len(xs)))
+        args = [batched.get(i, x) for i, x in enumerate(xs)]
+        return self._vectorised_or_loop(
+            f, lambda: np.asarray(self.to_numpy(self.batched_fn(f, in_axes)(*args)), dtype=kind).reshape(-1),
+            lambda: self._loop_np(f, xs, batched, kind))
 
     def complex_step_np(self, f, xs, i, flat_index, h) -> np.ndarray:
         """Im f(x + i h e_j) / h for each flat index j of xs[i]: the complex-step derivative,
@@ -195,10 +212,22 @@ class Adapter:
         delta = np.full(len(flat_index), 1j * h)
         with self.perturbed(xs[i], np.asarray(flat_index), delta) as batch:
             return np.imag(self.evaluate_batch_np(f, xs, {i: batch}, complex_values=True)) / h
+
     def evaluate_elementwise_np(self, f, xs, i, flat_index, delta) -> np.ndarray:
         """f with element flat_index[b] of xs[i] shifted by delta[b], for each b."""
-        with self.perturbed(xs[i], np.asarray(flat_index), np.asarray(delta, dtype=np.float64)) as batch:
-            return self.evaluate_batch_np(f, xs, {i: batch})
+        flat_index, delta = np.asarray(flat_index), np.asarray(delta, dtype=np.float64)
+        shifted = self.shifted_fn(f, i, len(xs))
+        if shifted is None:
+            with self.perturbed(xs[i], flat_index, delta) as batch:
+                return self.evaluate_batch_np(f, xs, {i: batch})
+
+        def loop():
+            with self.perturbed(xs[i], flat_index, delta) as batch:
+                return self._loop_np(f, xs, {i: batch}, np.float64)
+        others = list(xs[:i]) + list(xs[i + 1:])
+        return self._vectorised_or_loop(
+            f, lambda: np.asarray(self.to_numpy(shifted(xs[i], flat_index, delta, *others)),
+                                  dtype=np.float64).reshape(-1), loop)
 
     def evaluate_directions_np(self, f, xs, directions, steps) -> np.ndarray:
         """f(xs + steps[b] * directions[.][b]): directions is a list (one per x) of numpy

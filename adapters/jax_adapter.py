@@ -441,29 +441,17 @@ class JaxAdapter(Adapter):
         # always jitted: finite differences call it many times, and one fused batch is far faster
         return self._jit(f, ("vmap", tuple(in_axes)), lambda: jax.vmap(f, in_axes=in_axes))
 
-    def evaluate_elementwise_np(self, f, xs, i, flat_index, delta) -> np.ndarray:
-        """One jitted call shifts the elements and evaluates the rows (perturb fused into the
-        vmapped f: no eager scatter, no batch handed between calls); the loop of the base class
-        where f cannot be vmapped."""
-        if getattr(f, "_harness_no_vmap", False):
-            return super().evaluate_elementwise_np(f, xs, i, flat_index, delta)
-
+    def shifted_fn(self, f, i, n_args):
+        # perturb fused into the jitted vmap: no eager scatter, no batch handed between calls
         def build():
             def at_shifted(x, j, d, *others):
                 args = list(others)
                 args.insert(i, x.reshape(-1).at[j].add(d).reshape(x.shape))
                 return f(*args)
-            return jax.vmap(at_shifted, in_axes=(None, 0, 0) + (None,) * (len(xs) - 1))
-        shifted = self._jit(f, ("shifted", i, len(xs)), build)
-        x = xs[i]
-        try:
-            out = shifted(x, jnp.asarray(np.asarray(flat_index, dtype=np.int64)),
-                          jnp.asarray(np.asarray(delta).astype(x.dtype)), *(xs[:i] + xs[i + 1:]))
-        except Unsupported:
-            raise
-        except Exception:  # noqa: BLE001 - the base class's path decides whether f can be vmapped
-            return super().evaluate_elementwise_np(f, xs, i, flat_index, delta)
-        return np.asarray(out, dtype=np.float64).reshape(-1)
+            return jax.vmap(at_shifted, in_axes=(None, 0, 0) + (None,) * (n_args - 1))
+        fused = self._jit(f, ("shifted", i, n_args), build)
+        return lambda x, flat_index, delta, *others: fused(
+            x, jnp.asarray(flat_index.astype(np.int64)), jnp.asarray(delta.astype(x.dtype)), *others)
 
     def perturb(self, x, flat_index, delta):
         n = len(flat_index)

@@ -178,9 +178,9 @@ def _finite_differences(adapter, problem, case, task, value, arrays, grads):
         mode = "full"
     start = time.perf_counter()
     native_points = [adapter.to_numpy(x) for x in problem.xs]
+    native_grads = [case.to_native_layout(adapter.name, name, g) for name, g in zip(problem.wrt, grads)]
     info = {"mode": mode, "elements": n}
     if mode == "full":
-        native_grads = [case.to_native_layout(adapter.name, n, g) for n, g in zip(problem.wrt, grads)]
         result = fd.full(
             lambda i, idx, delta: adapter.evaluate_elementwise_np(problem.f, problem.xs, i, idx, delta),
             native_points, value, accept=_elementwise_judge(case, native_grads))
@@ -202,7 +202,6 @@ def _finite_differences(adapter, problem, case, task, value, arrays, grads):
         arrays["fd_directional/estimate"] = estimate
         arrays["fd_directional/error"] = error
         info["evaluations"] = 4 * DIRECTIONS
-        native_grads = [case.to_native_layout(adapter.name, n, g) for n, g in zip(problem.wrt, grads)]
         fails = _directional_judge(case, native_grads)
         projected = [sum(float(np.sum(g * d[k])) for g, d in zip(native_grads, native_dirs))
                      for k in range(DIRECTIONS)]

@@ -20,21 +20,10 @@ PLANTED = textwrap.dedent('''
 
     def torch_wrong(p, i):
         import torch
+        from tests.planted import torch_square, wrong_at
 
-        class WrongSquare(torch.autograd.Function):
-            @staticmethod
-            def forward(ctx, w):
-                ctx.save_for_backward(w)
-                return w * w
-
-            @staticmethod
-            def backward(ctx, grad):
-                (w,) = ctx.saved_tensors
-                g = 2 * w * grad
-                g[2, 1] = -g[2, 1]          # planted: one element's sign
-                return g
-
-        return torch.sum(torch.tanh(i["x"] @ WrongSquare.apply(p["w"]) + p["b"]))
+        wrong_square = torch_square(wrong_at((2, 1), -1.0))   # planted: one element's sign
+        return torch.sum(torch.tanh(i["x"] @ wrong_square.apply(p["w"]) + p["b"]))
 
     CASES = [
         Case(name="planted", make=make, loss=neutral, native={"torch": torch_wrong}),
