@@ -11,10 +11,19 @@ A subclass imports its framework at module top; this module imports none, so the
 from __future__ import annotations
 
 import contextlib
+import platform
+from collections import OrderedDict
 
 import numpy as np
 
-FLOAT_DTYPES = ("float64", "float32", "bfloat16", "float16")
+#: compiled callables kept per adapter (``Adapter._memo``); bounded so a long-lived worker does
+#: not hoard executables
+_CACHE_SIZE = 64
+
+
+def cpu_name(fallback: str = "cpu") -> str:
+    """The CPU model for ``device_name``, as the OS reports it; ``fallback`` where it does not."""
+    return platform.processor() or platform.machine() or fallback
 
 
 class Unsupported(Exception):
@@ -42,12 +51,11 @@ class Adapter:
     """Base class; see adapters/torch_adapter.py for the reference implementation."""
 
     name: str = "?"
-    #: extra to install (`pip install gradharness[<extra>]`)
-    extra: str = "?"
 
     def __init__(self):
         self.device = "cpu"
         self.ops = Ops()
+        self._memos = OrderedDict()  # (f, kind) -> compiled callable, least recently used first
 
     # ---- lifecycle -------------------------------------------------------------------
     def version(self) -> str:
@@ -77,11 +85,35 @@ class Adapter:
         integer and boolean arrays kept as they are."""
         raise NotImplementedError
 
+    def _cast_target(self, array: np.ndarray, dtype: str | None, dtypes: dict):
+        """The native dtype (from ``dtypes``, name -> native) ``asarray`` casts ``array`` to;
+        None where it is kept as it is (no dtype asked for, or not a floating array)."""
+        if dtype is None or not np.issubdtype(array.dtype, np.floating):
+            return None
+        if dtype not in dtypes:
+            raise Unsupported(f"{self.name} has no dtype {dtype}")
+        return dtypes[dtype]
+
     def to_numpy(self, tensor) -> np.ndarray:
         """native -> numpy float64 (or the integer/bool type it holds)."""
         raise NotImplementedError
 
     # ---- differentiation, over native tensors -----------------------------------------
+    def _memo(self, key, build):
+        """build() cached per ``key`` (least recently used dropped past _CACHE_SIZE entries): a
+        fresh compile of a fresh transform re-traces. An unhashable key builds uncached."""
+        try:
+            value = self._memos.get(key)
+        except TypeError:  # unhashable callable in the key: build without caching
+            return build()
+        if value is None:
+            value = self._memos[key] = build()
+            if len(self._memos) > _CACHE_SIZE:
+                self._memos.popitem(last=False)
+        else:
+            self._memos.move_to_end(key)
+        return value
+
     def forward_fn(self, f, compiled: bool):
         """callable(*xs) -> native scalar."""
         raise NotImplementedError
@@ -229,13 +261,15 @@ class Adapter:
             f, lambda: np.asarray(self.to_numpy(shifted(xs[i], flat_index, delta, *others)),
                                   dtype=np.float64).reshape(-1), loop)
 
-    def evaluate_directions_np(self, f, xs, directions, steps) -> np.ndarray:
+    def evaluate_directions_np(self, f, xs, directions, steps, points=None) -> np.ndarray:
         """f(xs + steps[b] * directions[.][b]): directions is a list (one per x) of numpy
-        (B, *shape) arrays; steps a (B,) array."""
+        (B, *shape) arrays; steps a (B,) array. ``points``, where given, are xs as numpy (what
+        ``to_numpy`` returns), so a caller evaluating many times converts them only once."""
         batched = {}
         for i, (x, d) in enumerate(zip(xs, directions)):
             shape = (len(steps),) + (1,) * (d.ndim - 1)
-            point = self.to_numpy(x)[None] + np.asarray(steps).reshape(shape) * d
+            at = self.to_numpy(x) if points is None else np.asarray(points[i])
+            point = at[None] + np.asarray(steps).reshape(shape) * d
             batched[i] = self.asarray(point, self.dtype_of(x))
         return self.evaluate_batch_np(f, xs, batched)
 

@@ -2,16 +2,13 @@
 batches, jax.jit over the whole computation for the compiled mode."""
 from __future__ import annotations
 
-import platform
-from collections import OrderedDict
-
 import jax
 import jax.numpy as jnp
 import jax.scipy.special
 import numpy as np
 from jax import lax
 
-from .base import Adapter, Ops, Unsupported
+from .base import Adapter, Ops, Unsupported, cpu_name
 
 _DTYPES = {
     "float64": jnp.float64,
@@ -22,8 +19,6 @@ _DTYPES = {
 }
 #: matmul precisions that compute float32 dots/convs in full float32 on a GPU
 _FULL_FLOAT32 = ("highest", "float32", "f32_f32_f32")
-#: jitted callables kept per adapter; bounded so a long-lived worker does not hoard executables
-_CACHE_SIZE = 64
 
 
 def _dims(axis):
@@ -289,7 +284,6 @@ class JaxOps(Ops):
 
 class JaxAdapter(Adapter):
     name = "jax"
-    extra = "jax"
     UNSUPPORTED_PATTERNS = ("can't apply forward-mode autodiff", "custom_vjp", "not supported for forward-mode")
 
     def __init__(self):
@@ -297,7 +291,6 @@ class JaxAdapter(Adapter):
         self.ops = JaxOps()
         self._device = None  # None: JAX's default device, until setup() picks one
         self._threads = 0
-        self._jitted = OrderedDict()
 
     def version(self) -> str:
         return jax.__version__
@@ -354,16 +347,15 @@ class JaxAdapter(Adapter):
     def device_name(self) -> str:
         device = self._device if self._device is not None else jax.devices()[0]
         if device.platform == "cpu":  # device_kind is just "cpu": report the model, as torch does
-            return platform.processor() or platform.machine() or device.device_kind
+            return cpu_name(device.device_kind)
         return device.device_kind
 
     # ---- conversion ------------------------------------------------------------------
     def asarray(self, array, dtype):
         array = np.asarray(array)
-        if dtype is not None and np.issubdtype(array.dtype, np.floating):
-            if dtype not in _DTYPES:
-                raise Unsupported(f"jax has no dtype {dtype}")
-            array = array.astype(_DTYPES[dtype])
+        target = self._cast_target(array, dtype, _DTYPES)
+        if target is not None:
+            array = array.astype(target)
         return jax.device_put(array, self._device)
 
     def to_numpy(self, tensor) -> np.ndarray:
@@ -377,18 +369,7 @@ class JaxAdapter(Adapter):
     # ---- differentiation ---------------------------------------------------------------
     def _jit(self, f, kind, build):
         """jax.jit(build()) cached per (f, kind): a fresh jit of a fresh transform re-traces."""
-        try:
-            key = (f, kind)
-            fn = self._jitted.get(key)
-        except TypeError:  # unhashable callable: compile without caching
-            return jax.jit(build())
-        if fn is None:
-            fn = self._jitted[key] = jax.jit(build())
-            if len(self._jitted) > _CACHE_SIZE:
-                self._jitted.popitem(last=False)
-        else:
-            self._jitted.move_to_end(key)
-        return fn
+        return self._memo((f, kind), lambda: jax.jit(build()))
 
     def forward_fn(self, f, compiled):
         return self._jit(f, "forward", lambda: f) if compiled else f
@@ -400,11 +381,16 @@ class JaxAdapter(Adapter):
             return jnp.reshape(y, ()) if jnp.size(y) == 1 else y
 
         def make(n):
-            return jax.value_and_grad(scalar_f, argnums=tuple(range(n)))
+            def build():
+                return jax.value_and_grad(scalar_f, argnums=tuple(range(n)))
+            return self._jit(f, ("grad", n), build) if compiled else build()
+
+        built = {}  # arity -> transform, made on the first call: later (timed) calls only look up
 
         def value_and_grad(*xs):
-            vg = self._jit(f, ("grad", len(xs)), lambda: make(len(xs))) if compiled \
-                else make(len(xs))
+            vg = built.get(len(xs))
+            if vg is None:
+                vg = built[len(xs)] = make(len(xs))
             try:
                 return vg(*xs)
             except TypeError:

@@ -3,14 +3,13 @@ HVPs, tf.vectorized_map for batches, tf.function(jit_compile=True) (XLA) for the
 from __future__ import annotations
 
 import os
-import platform
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before the import: silence C++ INFO/WARNING
 
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from .base import Adapter, Ops, Unsupported  # noqa: E402
+from .base import Adapter, Ops, Unsupported, cpu_name  # noqa: E402
 
 _DTYPES = {
     "float64": tf.float64,
@@ -355,14 +354,12 @@ class TensorflowOps(Ops):
 
 class TensorflowAdapter(Adapter):
     name = "tensorflow"
-    extra = "tensorflow"
     UNSUPPORTED_PATTERNS = ("ForwardAccumulator", "forward-mode", "not supported in forward", "MaxPoolGradGrad")
 
     def __init__(self):
         super().__init__()
         self.ops = TensorflowOps()
         self._device = "/CPU:0"
-        self._cache = {}  # (f, kind) -> tf.function, so repeated calls do not retrace
 
     def version(self) -> str:
         return tf.__version__
@@ -406,17 +403,16 @@ class TensorflowAdapter(Adapter):
         if self.device == "cuda":
             gpu = tf.config.list_physical_devices("GPU")[0]
             return tf.config.experimental.get_device_details(gpu).get("device_name", gpu.name)
-        return platform.processor() or platform.machine() or "cpu"
+        return cpu_name()
 
     # ---- conversion ------------------------------------------------------------------
     def asarray(self, array, dtype):
         array = np.asarray(array)
         with tf.device(self._device):
             t = tf.constant(array)
-            if dtype is not None and np.issubdtype(array.dtype, np.floating):
-                if dtype not in _DTYPES:
-                    raise Unsupported(f"tensorflow has no dtype {dtype}")
-                t = tf.cast(t, _DTYPES[dtype])
+            target = self._cast_target(array, dtype, _DTYPES)
+            if target is not None:
+                t = tf.cast(t, target)
             return t
 
     def to_numpy(self, tensor) -> np.ndarray:
@@ -434,10 +430,7 @@ class TensorflowAdapter(Adapter):
         because a fresh tf.function would retrace on every call."""
         if not compiled:
             return fn
-        key = (f, kind)
-        if key not in self._cache:
-            self._cache[key] = tf.function(fn, jit_compile=True)
-        return self._cache[key]
+        return self._memo((f, kind), lambda: tf.function(fn, jit_compile=True))
 
     def forward_fn(self, f, compiled):
         def forward(*xs):
@@ -494,23 +487,20 @@ class TensorflowAdapter(Adapter):
         return self._maybe_compile(hvp, f, f"hvp:{method}", compiled)
 
     def batched_fn(self, f, in_axes):
-        key = (f, ("batched", in_axes))
-        if key not in self._cache:
-            mapped = [i for i, a in enumerate(in_axes) if a == 0]
+        mapped = [i for i, a in enumerate(in_axes) if a == 0]
 
-            def batched(*xs):
-                def row(elems):
-                    args = list(xs)
-                    for i, e in zip(mapped, elems):
-                        args[i] = e
-                    return f(*args)
-                with tf.device(self._device):
-                    # No while_loop fallback: a failure raises and base.py loops in Python.
-                    return tf.vectorized_map(row, tuple(xs[i] for i in mapped),
-                                             fallback_to_while_loop=False)
-            # A plain graph (pfor output is not always XLA-friendly), traced once per f.
-            self._cache[key] = tf.function(batched)
-        return self._cache[key]
+        def batched(*xs):
+            def row(elems):
+                args = list(xs)
+                for i, e in zip(mapped, elems):
+                    args[i] = e
+                return f(*args)
+            with tf.device(self._device):
+                # No while_loop fallback: a failure raises and base.py loops in Python.
+                return tf.vectorized_map(row, tuple(xs[i] for i in mapped),
+                                         fallback_to_while_loop=False)
+        # A plain graph (pfor output is not always XLA-friendly), traced once per f.
+        return self._memo((f, ("batched", in_axes)), lambda: tf.function(batched))
 
     def perturb(self, x, flat_index, delta):
         n = len(flat_index)

@@ -39,7 +39,7 @@ def loss(ops, p, i):
 CASE = Case(name="mlp_timing", make=make, loss=loss)
 
 
-def independent(framework, adapter, call, min_run_time):
+def independent(framework, call, min_run_time):
     """The framework's own way of timing the same callable: seconds per call (median)."""
     if framework == "torch":
         import torch
@@ -76,7 +76,7 @@ def measure(framework, device):
     rounds = []
     for _ in range(3):   # interleave the two methods so drift hits both alike
         ours = blocked_autorange(lambda: call(*xs), adapter.sync, **preset).median
-        theirs = independent(framework, adapter, lambda: call(*xs), preset["min_run_time"])
+        theirs = independent(framework, lambda: call(*xs), preset["min_run_time"])
         rounds.append((ours, theirs))
     ours, theirs = (float(np.median(v)) for v in zip(*rounds))
     return ours, theirs, ("jit" if compiled else "eager"), adapter.device_name()

@@ -9,7 +9,6 @@ run was interrupted by SIGINT / SIGTERM / SIGHUP (partial report written; --resu
 from __future__ import annotations
 
 import argparse
-import shlex
 import signal
 import sys
 import time
@@ -153,7 +152,7 @@ def settings_from(args, argv) -> "Settings":
         precisions=_choose(args.precision, PRECISIONS, "precision"), seed=args.seed, out=args.out,
         jobs=args.jobs, threads=args.threads if args.threads is not None else _cpus(), timeout=args.timeout,
         fd_mode=args.fd_mode, timing=None if args.timing == "off" else args.timing, quiet=args.quiet,
-        command="python -m harness " + " ".join(shlex.quote(a) for a in argv), missing=missing,
+        command=commands.command_line(argv), missing=missing,
         worker_timeout=args.worker_timeout, memory_limit=memory_limit)
 
 
@@ -190,38 +189,30 @@ def resume_settings(args, argv) -> "Settings":
         if args.jobs < 1:
             raise UsageError("--jobs must be at least 1")
         settings.jobs = args.jobs
-    settings.command = "python -m harness " + " ".join(shlex.quote(a) for a in argv)
+    settings.command = commands.command_line(argv)
     return settings
 
 
 def cmd_run(args, argv) -> int:
-    from . import report, session
+    from . import session
 
     if args.resume:
         settings = resume_settings(args, argv)
-        with _signals_interrupt():
-            run_dir, records, meta = session.execute(settings, log=(lambda m: print(m, file=sys.stderr)),
-                                                     resume=settings.out, progress=commands.progress_for(settings))
-        print(report.console_summary(records, meta))
-        print(f"report: {run_dir / 'report.md'}")
-        print(f"results: {run_dir / 'results.jsonl'}")
-        return 1 if commands.failed(records, args) else 0
-    settings = settings_from(args, argv)
-    commands.apply_run_options(settings, args)
-    if settings.out is not None:
-        from pathlib import Path
-        settings.out = Path(settings.out)
-        if settings.out.exists() and any(settings.out.iterdir()):
-            raise UsageError(f"--out {settings.out} exists and is not empty")
-    for fw, hint in settings.missing.items():
-        print(f"note: {fw} is not installed, its rows are skipped. Install: {hint}", file=sys.stderr)
+        resume = settings.out
+    else:
+        settings = settings_from(args, argv)
+        commands.apply_run_options(settings, args)
+        if settings.out is not None:
+            from pathlib import Path
+            settings.out = Path(settings.out)
+            if settings.out.exists() and any(settings.out.iterdir()):
+                raise UsageError(f"--out {settings.out} exists and is not empty")
+        for fw, hint in settings.missing.items():
+            print(f"note: {fw} is not installed, its rows are skipped. Install: {hint}", file=sys.stderr)
+        resume = None
     with _signals_interrupt():
-        run_dir, records, meta = session.execute(settings, log=(lambda m: print(m, file=sys.stderr)),
-                                                 progress=commands.progress_for(settings))
-    print(report.console_summary(records, meta))
-    print(f"report: {run_dir / 'report.md'}")
-    print(f"results: {run_dir / 'results.jsonl'}")
-    return 1 if commands.failed(records, args) else 0
+        run_dir, records, meta = session.execute(settings, resume=resume, progress=commands.progress_for(settings))
+    return commands.finish(run_dir, records, meta, args)
 
 
 def cmd_list(args) -> int:

@@ -62,16 +62,14 @@ def _fail_on_arg(text: str) -> str:
 
 
 def apply_run_options(settings, args) -> None:
-    """--shard (keep this shard's cases), --executor, --fail-on (checked now, before any run folder)."""
+    """--shard (keep this shard's cases) and --executor (--fail-on is checked by argparse)."""
     from . import executors
     from .plan import parse_shard, shard_cases
 
-    fail_on_verdicts(getattr(args, "fail_on", RUN_FAIL_ON_DEFAULT))
-    executor = getattr(args, "executor", "local") or "local"
-    executors.check(executor)
-    if executor != "local":
-        settings.executor = executor
-    if getattr(args, "shard", None):
+    executors.check(args.executor)
+    if args.executor != "local":
+        settings.executor = args.executor
+    if args.shard:
         try:
             index, count = parse_shard(args.shard)
         except ValueError as exc:
@@ -98,9 +96,24 @@ def progress_for(settings):
     return Progress()
 
 
+def command_line(argv) -> str:
+    """The command as run.json and the report record it: ``python -m harness`` + the shell-quoted argv."""
+    return "python -m harness " + " ".join(shlex.quote(a) for a in argv)
+
+
+def finish(run_dir, records, meta, args) -> int:
+    """The closing lines of `run` and `merge` (summary, report and results paths); the exit code."""
+    from . import report
+
+    print(report.console_summary(records, meta))
+    print(f"report: {run_dir / 'report.md'}")
+    print(f"results: {run_dir / 'results.jsonl'}")
+    return 1 if failed(records, args) else 0
+
+
 def failed(records, args) -> bool:
     """Does --fail-on (default diverge,nan,error) make this run's exit code 1?"""
-    verdicts = fail_on_verdicts(getattr(args, "fail_on", RUN_FAIL_ON_DEFAULT))
+    verdicts = fail_on_verdicts(args.fail_on)
     return any(r["verdict"] in verdicts for r in records if r.get("check") != "timing")
 
 
@@ -223,17 +236,12 @@ def cmd_compare(args) -> int:
 
 
 def cmd_merge(args, argv) -> int:
-    from . import merge, report
+    from . import merge
     from .session import new_run_id
 
-    fail_on_verdicts(args.fail_on)
     run_id = new_run_id()
     out = Path(args.out) if args.out else Path("reports") / run_id
-    command = "python -m harness " + " ".join(shlex.quote(a) for a in argv)
-    run_dir, records, meta = merge.merge(args.dirs, out, command=command, run_id=run_id)
+    run_dir, records, meta = merge.merge(args.dirs, out, command=command_line(argv), run_id=run_id)
     for note in meta.get("notes", []):
         print(f"note: {note}", file=sys.stderr)
-    print(report.console_summary(records, meta))
-    print(f"report: {run_dir / 'report.md'}")
-    print(f"results: {run_dir / 'results.jsonl'}")
-    return 1 if failed(records, args) else 0
+    return finish(run_dir, records, meta, args)

@@ -18,10 +18,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from itertools import combinations
 
+import functools
+
 import numpy as np
 
-from .plan import REFERENCE
-from .tolerance import Tolerance, gradient_scale, lookup
+from .plan import is_reference
+from .tolerance import Tolerance, gradient_norm, gradient_scale, lookup
 
 CAUSES = {
     "ad-bug": "autodiff disagrees with finite differences at a point where the function is smooth",
@@ -131,9 +133,13 @@ class Observation:
             self._arrays = dict(np.load(self._arrays_dir / name, allow_pickle=False)) if name else {}
         return {k.split("/", 1)[1]: v for k, v in self._arrays.items() if k.startswith(prefix + "/")}
 
-    @property
+    @functools.cached_property
     def grads(self) -> dict:
         return self.arrays("grad")
+
+    @functools.cached_property
+    def grad_scale(self) -> float:
+        return gradient_scale(self.grads)
 
     @property
     def reduced_precision(self) -> bool:
@@ -170,7 +176,7 @@ def build_records(rows: list, cases: dict, arrays_dir) -> list:
     by_key = {o.key: o for o in observations}
     reference_of = {}
     for o in observations:
-        if o.ok and all(getattr(o, k) == v for k, v in REFERENCE.items()):
+        if o.ok and is_reference(o):
             reference_of[(o.case, o.framework)] = o
     fd_verdicts = {}
     for o in observations:
@@ -244,7 +250,7 @@ def _timing(o: Observation) -> list:
 def _determinism(o: Observation) -> list:
     if "nondeterminism" not in o.row:
         return []
-    scale = gradient_scale(o.grads)
+    scale = o.grad_scale
     rtol = NONDET_RTOL.get(o.device, NONDET_RTOL_ACCELERATOR)
     diff = float(o.nondeterminism)
     verdict = "pass" if diff <= rtol * scale else "diverge"
@@ -273,15 +279,14 @@ def _jvp(o: Observation, tol: Tolerance) -> list:
 
 
 def _fd(o: Observation, tol: Tolerance) -> list:
-    grads = o.grads
-    scale = gradient_scale(grads)
+    grads, scale = o.grads, o.grad_scale
     info = o.row["fd"]
     if info.get("mode") == "directional":
         est = o.arrays("fd_directional")
         k = len(est["estimate"])
         got = np.array([sum(float(np.sum(grads[p] * d)) for p, d in o.arrays(f"fd_direction{i}").items())
                         for i in range(k)])
-        norm = float(np.sqrt(sum(np.sum(g * g) for g in grads.values())))
+        norm = gradient_norm(grads.values())
         comparison = compare_arrays(got, est["estimate"], tol, norm or 1.0, fd_error=est["error"])
         rec = _record(o, "fd", "*", comparison, tol, fd_mode="directional",
                       message=f"{k} random directions")
@@ -339,9 +344,9 @@ def _complex(o: Observation, tol: Tolerance, fd_tol: Tolerance) -> list:
     grads, estimate = o.grads, o.arrays("complex_step")
     if info.get("status") == "ok":
         fd_estimate, fd_error = o.arrays("fd_estimate"), o.arrays("fd_error")
-        fd_nondiff = o.arrays("fd_nondiff")
+        fd_nondiff, fd_scale = o.arrays("fd_nondiff"), gradient_scale(fd_estimate)
         agree = all(compare_arrays(np.where(fd_nondiff[p], fd_estimate[p], estimate[p]), fd_estimate[p], fd_tol,
-                                   gradient_scale(fd_estimate), fd_error=fd_error[p]).verdict == "pass"
+                                   fd_scale, fd_error=fd_error[p]).verdict == "pass"
                     for p in estimate)
         if not agree:
             info = {"status": "skipped", "reason": f"{o.framework}'s complex extension of this function is not "
@@ -350,7 +355,7 @@ def _complex(o: Observation, tol: Tolerance, fd_tol: Tolerance) -> list:
         rec = _base_record(o, "complex", "*")
         rec.update(verdict=info.get("status", "error"), cause=None, message=info.get("reason", ""))
         return [rec]
-    scale = gradient_scale(grads)
+    scale = o.grad_scale
     out = []
     for param, g in grads.items():
         comparison = compare_arrays(g, estimate[param], tol, scale)
@@ -383,8 +388,7 @@ def _hvp(o: Observation, tol: Tolerance) -> list:
 
 
 def _against(o: Observation, ref: Observation, check: str, tol: Tolerance, other=None) -> list:
-    got, expected = o.grads, ref.grads
-    scale = gradient_scale(expected)
+    got, expected, scale = o.grads, ref.grads, ref.grad_scale
     out = []
     for param, g in got.items():
         if param not in expected or expected[param].shape != g.shape:
@@ -405,11 +409,9 @@ def _label_causes(records, cases, reference_of, fd_verdicts):
     off_reference = {(r["case"], r["framework"], r["device"], r["dtype"], r["mode"], r["precision"], r["param"])
                      for r in records if r["check"] == "reference" and r["verdict"] == "diverge"}
     for rec in records:
-        if rec["verdict"] not in ("diverge", "nan") or rec.get("cause") in ("ad-bug", "nondiff-convention",
-                                                                             "nondeterminism"):
-            continue
-        if rec["verdict"] == "nan":
-            rec["cause"] = "nan-propagation"
+        # a cause already established (ad-bug, nondiff-convention, nondeterminism, and
+        # nan-propagation, which every nan verdict is given where it is made) stands
+        if rec["verdict"] not in ("diverge", "nan") or rec.get("cause"):
             continue
         case = cases.get(rec["case"])
         tags = getattr(case, "tags", ())
@@ -449,7 +451,7 @@ def _at_kinks(rec, reference_of, frameworks) -> bool:
             continue
         mask = ref.arrays("fd_nondiff").get(rec["param"])
         if mask is not None and mask.size and rec["worst_index"] is not None:
-            if bool(mask.reshape(mask.shape)[tuple(rec["worst_index"])]):
+            if bool(mask[tuple(rec["worst_index"])]):
                 return True
     return False
 

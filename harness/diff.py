@@ -24,13 +24,11 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 import numpy as np
-from tabulate import tabulate
 
 from .records import as_float
-from .report import _ms, _setting, _tolerance, _where, _who
+from .report import _index_text, _ms, _setting, _table, _tolerance, _where, _who
 from .runs import Run
 
-FAILING = ("diverge", "nan", "error")
 #: a verdict's rank: moving to a lower rank is a regression
 RANK = {"pass": 3, "skipped": 2, "diverge": 1, "nan": 0, "error": 0}
 DEFAULT_ALPHA = 0.01
@@ -173,14 +171,23 @@ def _error_moved(o, n):
     return (change, allowed) if abs(change) > allowed else None
 
 
-def _tolerance_for(records, case, dtype):
-    """The tolerance the new run held this case's gradients to at this dtype (overrides included)."""
+def _tolerance_records(records) -> dict:
+    """(case, dtype) -> the first record showing the tolerance the run held that case's gradients
+    to at that dtype (overrides included)."""
+    found = {}
+    for r in records:
+        if r["check"] in ("reference", "pairwise", "compiled") and r.get("rtol") is not None:
+            found.setdefault((r["case"], r.get("dtype")), r)
+    return found
+
+
+def _tolerance_for(found, case, dtype):
+    """The tolerance of (case, dtype) in ``found`` (_tolerance_records), else the dtype's default."""
     from .tolerance import DTYPE_TOLERANCE, Tolerance
 
-    for r in records:
-        if r["case"] == case and r.get("dtype") == dtype and r["check"] in ("reference", "pairwise", "compiled") \
-                and r.get("rtol") is not None:
-            return Tolerance(rtol=float(r["rtol"]), atol=float(r["atol"]))
+    r = found.get((case, dtype))
+    if r is not None:
+        return Tolerance(rtol=float(r["rtol"]), atol=float(r["atol"]))
     return DTYPE_TOLERANCE.get(dtype, DTYPE_TOLERANCE["float32"])
 
 
@@ -201,6 +208,7 @@ def _array_drift(d: Diff, common) -> None:
 
     old_rows = {task_key(r): r for r in d.old.observations() if r.get("status") == "ok" and r.get("arrays")}
     new_rows = {task_key(r): r for r in d.new.observations() if r.get("status") == "ok" and r.get("arrays")}
+    tolerances = _tolerance_records(d.new.records)
     compared = 0
     for key in sorted(set(old_rows) & set(new_rows), key=lambda k: tuple(map(str, k))):
         if key[0] not in common:
@@ -212,7 +220,7 @@ def _array_drift(d: Diff, common) -> None:
                 new = {k.split("/", 1)[1]: f[k] for k in f.files if k.startswith("grad/")}
         except (OSError, ValueError, KeyError):
             continue
-        tol = _tolerance_for(d.new.records, key[0], key[3])
+        tol = _tolerance_for(tolerances, key[0], key[3])
         scale = gradient_scale(old) if old else 1.0
         for param in sorted(set(old) & set(new)):
             if old[param].shape != new[param].shape:
@@ -292,10 +300,6 @@ def failures(d: Diff, fail_on: dict) -> list:
 
 
 # ---- markdown -------------------------------------------------------------------------------------------
-def _table(rows, headers) -> str:
-    return tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True)
-
-
 def _versions(run: Run) -> str:
     return ", ".join(f"{fw} {v or ''}".strip() for fw, v in (run.meta.get("frameworks") or {}).items())
 
@@ -384,7 +388,7 @@ def render(d: Diff) -> str:
             if g["verdict"] == "shape":
                 rows.append([case, fw, setting, g["param"], "", "", g["note"]])
                 continue
-            idx = f"({', '.join(map(str, g['index']))})" if g["index"] else "(scalar)"
+            idx = _index_text({"worst_index": g["index"]})
             rows.append([case, fw, setting, g["param"], f"{g['max_rel']:.1e}",
                          f"rtol {g['tol'].rtol:.0e}, atol {g['tol'].atol:.0e}",
                          f"{idx}: old {g['old']:.6g}, new {g['new']:.6g}"])

@@ -13,7 +13,7 @@ import numpy as np
 
 from . import fd
 from .case import Case
-from .tolerance import gradient_scale, lookup
+from .tolerance import gradient_norm, gradient_scale, lookup
 
 #: above this many differentiated elements, `auto` FD switches from full to directional
 FULL_FD_LIMIT = 20_000
@@ -77,11 +77,11 @@ def run(adapter, case: Case, task: dict) -> tuple[dict, dict]:
         _explain_loss_output(adapter, problem, exc)
         raise
     first_grad_call = time.perf_counter() - start
-    value, grads = adapter.grad_result_np(result)
+    value, native_grads = adapter.grad_result_np(result)
     if not np.isfinite(value):
         raise NonFiniteLoss(f"the loss itself is not finite ({value}) at the case's point in {task['dtype']}, "
                             f"so its gradient means nothing and no gradient check was made")
-    grads = problem.to_canonical(grads)
+    grads = problem.to_canonical(native_grads)
     obs["value"] = value
     for name, g in zip(problem.wrt, grads):
         arrays[f"grad/{name}"] = g
@@ -99,7 +99,8 @@ def run(adapter, case: Case, task: dict) -> tuple[dict, dict]:
         obs["jvp"] = _guarded(adapter, _jvp, adapter, problem, case, task, grads, compiled)
 
     if task.get("fd"):
-        obs["fd"] = _guarded(adapter, _finite_differences, adapter, problem, case, task, value, arrays, grads)
+        obs["fd"] = _guarded(adapter, _finite_differences, adapter, problem, case, task, value, arrays,
+                             native_grads)
         if SECOND_ORDER_TAG in case.tags:
             obs["hvp"] = _guarded(adapter, _hvp, adapter, problem, case, task, arrays)
     return obs, arrays
@@ -116,7 +117,7 @@ def _explain_loss_output(adapter, problem, exc):
     from adapters.base import ScalarError
 
     try:
-        adapter.scalar(adapter.forward_fn(problem.f, False)(*problem.xs))
+        adapter.evaluate_np(problem.f, problem.xs)
     except ScalarError as bad:
         raise bad from exc
     except Exception:  # noqa: BLE001 - the forward fails too: the original error says more
@@ -157,18 +158,23 @@ def _guarded(adapter, check, *args):
         return {"status": status, "reason": reason or f"{type(exc).__name__}: {exc}".strip()[:500]}
 
 
+def _random_direction(problem, case, task, purpose) -> list:
+    """One seeded random unit direction over all parameters (canonical layout)."""
+    shapes = [a.shape for a in problem.canonical.values()]
+    return [d[0] for d in fd.random_directions(case_rng(task["seed"], case.name, purpose), shapes, 1)]
+
+
 def _jvp(adapter, problem, case, task, grads, compiled):
     """Forward mode along one seeded random direction vs <reverse-mode gradient, v>."""
-    shapes = [g.shape for g in grads]
-    (direction,) = [[d[0] for d in fd.random_directions(case_rng(task["seed"], case.name, "jvp"), shapes, 1)]]
+    direction = _random_direction(problem, case, task, "jvp")
     value, tangent = adapter.jvp_np(problem.f, problem.xs, problem.to_native(direction), compiled)
     # what the reverse-mode gradient predicts, and the scale a rounding error is measured against
     expected = float(sum(np.sum(g * d) for g, d in zip(grads, direction)))
-    scale = float(np.sqrt(sum(np.sum(g * g) for g in grads)))
+    scale = gradient_norm(grads)
     return {"tangent": tangent, "expected": expected, "scale": scale, "value": value}
 
 
-def _finite_differences(adapter, problem, case, task, value, arrays, grads):
+def _finite_differences(adapter, problem, case, task, value, arrays, native_grads):
     n = sum(a.size for a in problem.canonical.values())
     mode = task.get("fd_mode", "auto")
     with_complex_step = mode == "complex"
@@ -178,7 +184,6 @@ def _finite_differences(adapter, problem, case, task, value, arrays, grads):
         mode = "full"
     start = time.perf_counter()
     native_points = [adapter.to_numpy(x) for x in problem.xs]
-    native_grads = [case.to_native_layout(adapter.name, name, g) for name, g in zip(problem.wrt, grads)]
     info = {"mode": mode, "elements": n}
     if mode == "full":
         result = fd.full(
@@ -194,7 +199,7 @@ def _finite_differences(adapter, problem, case, task, value, arrays, grads):
         native_dirs = [np.stack([case.to_native_layout(adapter.name, name, row) for row in d])
                        for name, d in zip(problem.wrt, directions)]
         estimate, error = fd.directional(
-            lambda dirs, steps: adapter.evaluate_directions_np(problem.f, problem.xs, dirs, steps),
+            lambda dirs, steps: adapter.evaluate_directions_np(problem.f, problem.xs, dirs, steps, native_points),
             native_points, value, native_dirs)
         for k in range(DIRECTIONS):
             for name, d in zip(problem.wrt, directions):
@@ -207,7 +212,7 @@ def _finite_differences(adapter, problem, case, task, value, arrays, grads):
                      for k in range(DIRECTIONS)]
         if max(fails(p, e, r) for p, e, r in zip(projected, estimate, error)) > 1.0:
             found = fd.localise(
-                lambda dirs, steps: adapter.evaluate_directions_np(problem.f, problem.xs, dirs, steps),
+                lambda dirs, steps: adapter.evaluate_directions_np(problem.f, problem.xs, dirs, steps, native_points),
                 lambda i, idx, delta: adapter.evaluate_elementwise_np(problem.f, problem.xs, i, idx, delta),
                 native_points, value, native_grads, fails, case_rng(task["seed"], case.name, "localise"))
             if found is not None:
@@ -220,12 +225,12 @@ def _finite_differences(adapter, problem, case, task, value, arrays, grads):
                     arrays[f"fd_localised/{part}"] = found[part]
                 info["evaluations"] += 4 * found["probes"] + 4 * len(found["flat_index"])
     if with_complex_step:
-        info["complex"] = _complex_step(adapter, problem, case, task, arrays)
+        info["complex"] = _complex_step(adapter, problem, case, task, arrays, native_points)
     info["seconds"] = time.perf_counter() - start
     return info
 
 
-def _complex_step(adapter, problem, case, task, arrays):
+def _complex_step(adapter, problem, case, task, arrays, native_points):
     """The complex-step derivative of every element, where the framework evaluates the function
     in complex128; a function that is not complex-analytic there (relu, abs, comparisons) is
     skipped with the framework's reason."""
@@ -233,7 +238,7 @@ def _complex_step(adapter, problem, case, task, arrays):
         complex_problem = Problem(adapter, case, "complex128", task["seed"])
         estimate = fd.complex_step(
             lambda i, idx, h: adapter.complex_step_np(complex_problem.f, complex_problem.xs, i, idx, h),
-            [adapter.to_numpy(x) for x in problem.xs])
+            native_points)
     except Exception as exc:  # noqa: BLE001 - the function has no complex evaluation here
         text = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
         return {"status": "skipped", "reason": f"{adapter.name} cannot evaluate this function in complex128: "
@@ -261,7 +266,7 @@ def _elementwise_judge(case, native_grads):
 def _directional_judge(case, native_grads):
     """How far a directional FD probe is beyond tolerance (> 1 fails), as compare.py judges it."""
     tol = lookup("float64", case.tolerance, key="fd")
-    norm = float(np.sqrt(sum(np.sum(g * g) for g in native_grads))) or 1.0
+    norm = gradient_norm(native_grads) or 1.0
 
     def excess(projected, estimate, error):
         return abs(projected - estimate) / max(float(tol.allowed(estimate, norm, error)), 1e-300)
@@ -278,8 +283,7 @@ def _canonical_flat_index(case, framework, name, native_shape, native_flat):
 
 def _hvp(adapter, problem, case, task, arrays):
     """Hessian-vector products, each method the framework has, vs FD of the gradient."""
-    shapes = [a.shape for a in problem.canonical.values()]
-    direction = [d[0] for d in fd.random_directions(case_rng(task["seed"], case.name, "hvp"), shapes, 1)]
+    direction = _random_direction(problem, case, task, "hvp")
     native_dir = problem.to_native(direction)
     info = {"methods": [], "skipped": {}}
     for method in HVP_METHODS:

@@ -139,21 +139,30 @@ def _central(values, h, f0):
     return estimate, rounding, left, right, smooth
 
 
+def _richardson(fp, fm, fph, fmh, h, half, magnitude):
+    """Central differences at steps h and half, extrapolated: (estimate, truncation, rounding),
+    the last two the parts of its error estimate (``magnitude``: the largest |f| involved)."""
+    d1 = (fp - fm) / (2 * h)
+    d2 = (fph - fmh) / (2 * half)
+    return d2 + (d2 - d1) / 3, np.abs(d2 - d1) / 3, 8 * EPS64 * magnitude / half
+
+
+def _point_step(params) -> float:
+    """One step for a direction through all parameters: BASE_STEP relative to the point's scale."""
+    return BASE_STEP * max(1.0, max(float(np.abs(p).max(initial=0.0)) for p in params))
+
+
 def _combine(values, h, half, f0, floor=None):
     """The full stencil; ``floor`` is the scale below which a derivative counts as zero (by
     default from these estimates; the first pass's, when only some elements are refined)."""
     fp, fm, fph, fmh = values.T
     with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
-        d1 = (fp - fm) / (2 * h)
-        d2 = (fph - fmh) / (2 * half)
-        estimate = d2 + (d2 - d1) / 3
+        magnitude = np.maximum.reduce([np.abs(fp), np.abs(fm), np.abs(fph), np.abs(fmh),
+                                       np.full_like(fp, abs(f0))])
+        estimate, truncation, rounding = _richardson(fp, fm, fph, fmh, h, half, magnitude)
         # one-sided, second order: (-3 f(x) + 4 f(x + h/2) - f(x + h)) / h
         right = (-3 * f0 + 4 * fph - fp) / (2 * half)
         left = (3 * f0 - 4 * fmh + fm) / (2 * half)
-        magnitude = np.maximum.reduce([np.abs(fp), np.abs(fm), np.abs(fph), np.abs(fmh),
-                                       np.full_like(fp, abs(f0))])
-        rounding = 8 * EPS64 * magnitude / half
-        truncation = np.abs(d2 - d1) / 3
         error = truncation + rounding
         scale = np.maximum(np.abs(left), np.abs(right))
         # smooth f: the one-sided O(h^2) errors cancel in right - left, leaving O(h^3)
@@ -175,20 +184,15 @@ def directional(evaluate_directions, params: list, f0: float, directions: list) 
     """Richardson derivative of f along each direction (a list over params of (k, *shape)
     arrays). Returns (estimate (k,), error (k,)). Step relative to the point's scale."""
     k = directions[0].shape[0]
-    scale = max(1.0, max(float(np.abs(p).max(initial=0.0)) for p in params))
-    h = BASE_STEP * scale
+    h = _point_step(params)
     steps = np.array([h, -h, h / 2, -h / 2])
     values = np.empty((k, 4))
     for j in range(k):
         dirs = [np.repeat(d[j][None], 4, axis=0) for d in directions]
         values[j] = evaluate_directions(dirs, steps)
-    fp, fm, fph, fmh = values.T
-    d1 = (fp - fm) / (2 * h)
-    d2 = (fph - fmh) / h
-    estimate = d2 + (d2 - d1) / 3
-    magnitude = np.max(np.abs(values), axis=1)
-    error = np.abs(d2 - d1) / 3 + 8 * EPS64 * np.maximum(magnitude, abs(f0)) / (h / 2)
-    return estimate, error
+    magnitude = np.maximum(np.max(np.abs(values), axis=1), abs(f0))
+    estimate, truncation, rounding = _richardson(*values.T, h, h / 2, magnitude)
+    return estimate, truncation + rounding
 
 
 def random_directions(rng: np.random.Generator, shapes: list, k: int) -> list:
@@ -225,16 +229,14 @@ def gradient_directional(evaluate_grad, params: list, direction: list) -> tuple:
     ``evaluate_grad(point) -> list of arrays`` is the framework's gradient at a point (numpy).
     Returns (estimate, error), each a list over params.
     """
-    scale = max(1.0, max(float(np.abs(p).max(initial=0.0)) for p in params))
-    h = BASE_STEP * scale
+    h = _point_step(params)
     at = {t: evaluate_grad([p + t * d for p, d in zip(params, direction)]) for t in (h, -h, h / 2, -h / 2)}
     estimate, error = [], []
     for k in range(len(params)):
-        d1 = (at[h][k] - at[-h][k]) / (2 * h)
-        d2 = (at[h / 2][k] - at[-h / 2][k]) / h
         magnitude = np.maximum.reduce([np.abs(at[t][k]) for t in at])
-        estimate.append(d2 + (d2 - d1) / 3)
-        error.append(np.abs(d2 - d1) / 3 + 8 * EPS64 * magnitude / (h / 2))
+        est, truncation, rounding = _richardson(at[h][k], at[-h][k], at[h / 2][k], at[-h / 2][k], h, h / 2, magnitude)
+        estimate.append(est)
+        error.append(truncation + rounding)
     return estimate, error
 
 

@@ -123,10 +123,14 @@ def select(spec: str | None, everything: bool = False, quick: bool = False) -> l
     return chosen
 
 
+def cases_in(source: str) -> list[Case]:
+    """Every case of a source: 'builtin' (the built-in library) or the path of a case file."""
+    return builtin_cases() if source == BUILTIN else load_file(source)
+
+
 def find(name: str, source: str) -> Case:
     """The case a worker was asked to run."""
-    pool = builtin_cases() if source == BUILTIN else load_file(source)
-    for case in pool:
+    for case in cases_in(source):
         if case.name == name:
             return case
     raise CaseError(f"case {name!r} not found in {source}")

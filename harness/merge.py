@@ -28,7 +28,7 @@ SAME = ("seed", "devices", "dtypes", "modes", "precisions", "timing", "framework
 def _source_cases(rows) -> tuple:
     """Case objects for tolerances and tags, loaded the way the workers did (name, source)."""
     from .case import CaseError
-    from .loader import BUILTIN, builtin_cases, load_file
+    from .loader import BUILTIN, cases_in
 
     wanted = {}
     for r in rows:
@@ -36,7 +36,7 @@ def _source_cases(rows) -> tuple:
     cases, notes = {}, []
     for source, names in sorted(wanted.items()):
         try:
-            pool = builtin_cases() if source == BUILTIN else load_file(source)
+            pool = cases_in(source)
         except CaseError as exc:
             notes.append(f"cases from {source} could not be loaded ({exc}); their default tolerances were used")
             continue

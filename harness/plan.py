@@ -11,6 +11,11 @@ from dataclasses import dataclass, field
 REFERENCE = {"device": "cpu", "dtype": "float64", "mode": "eager", "precision": "default"}
 
 
+def is_reference(task) -> bool:
+    """Is this (a task, or anything with its fields) the reference setting?"""
+    return all(getattr(task, k) == v for k, v in REFERENCE.items())
+
+
 @dataclass
 class Task:
     case: str
@@ -36,7 +41,7 @@ class Task:
 
     @property
     def is_reference(self) -> bool:
-        return all(getattr(self, k) == v for k, v in REFERENCE.items())
+        return is_reference(self)
 
     def message(self, arrays_path: str) -> dict:
         return {"id": self.id, "case": self.case, "source": self.source, "framework": self.framework,
@@ -128,7 +133,7 @@ def parse_shard(text: str) -> tuple:
     return k, n
 
 
-def shard_cases(cases, index: int, count: int, plan_args: dict, costs: dict | None = None) -> tuple:
+def shard_cases(cases, index: int, count: int, plan_args: dict) -> tuple:
     """The cases of shard ``index`` (1-based) of ``count``, and every case's shard.
 
     Whole cases go to one shard: a case's reference task and its pairwise checks need all of its
@@ -138,13 +143,12 @@ def shard_cases(cases, index: int, count: int, plan_args: dict, costs: dict | No
     computes the same assignment independently. ``plan_args`` are make_plan's keyword arguments
     (frameworks, devices, dtypes, modes, precisions, seed, fd_mode, timing).
     """
-    costs = dict(costs or {})
+    costs = {}
     for case in cases:
-        if case.name not in costs:
-            elements = case_elements(case, plan_args.get("seed", 0))
-            tasks = make_plan([case], **plan_args).tasks
-            second = "twice-differentiable" in case.tags
-            costs[case.name] = sum(task_cost(t, elements, second) for t in tasks) or TASK_COST
+        elements = case_elements(case, plan_args.get("seed", 0))
+        tasks = make_plan([case], **plan_args).tasks
+        second = "twice-differentiable" in case.tags
+        costs[case.name] = sum(task_cost(t, elements, second) for t in tasks) or TASK_COST
     loads = [0.0] * count
     owner = {}
     for case in sorted(cases, key=lambda c: (-costs[c.name], c.name)):

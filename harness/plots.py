@@ -2,6 +2,8 @@
 error per case x (framework, device, dtype, mode), and grouped timing bars per case."""
 from __future__ import annotations
 
+import os
+import shutil
 from collections import defaultdict
 from pathlib import Path
 
@@ -19,11 +21,26 @@ def _pyplot():
 
 
 def render_all(records, run_dir: Path) -> list:
-    """Write every plot that has data; return their paths relative to run_dir."""
+    """Write every plot that has data; return their paths relative to run_dir. The plots are drawn in
+    a hidden staging folder and renamed into run_dir, so a plot is there whole or not at all
+    (matplotlib writes in place)."""
+    staging = run_dir / f".plots.tmp.{os.getpid()}"
+    staging.mkdir(exist_ok=True)
+    try:
+        written = _draw_all(records, staging)
+        for name in written:
+            os.replace(staging / name, run_dir / name)
+        return written
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _draw_all(records, folder: Path) -> list:
+    """Draw every plot that has data into ``folder``; return the names written."""
     written = []
     for name, draw in (("error_heatmap.png", error_heatmap), ("timing.png", timing_bars)):
         try:
-            if draw(records, run_dir / name):
+            if draw(records, folder / name):
                 written.append(name)
         except Exception as exc:  # noqa: BLE001 - a plot must never cost the report
             print(f"warning: plot {name} failed: {exc}")

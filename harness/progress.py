@@ -63,12 +63,12 @@ class Progress:
         where = f" → {run_dir}" if run_dir else ""
         head = f"running {self.total} task(s){f', {already} already done' if already else ''} in " \
                f"{len(self.pending)} worker group(s){where}"
+        self.stream.write(head + "\n")
         if self.bar:
             try:
                 from tqdm import tqdm
             except ImportError:
                 tqdm = None
-            self.stream.write(head + "\n")
             if tqdm is not None:
                 self._tqdm = tqdm(total=round(self.total_weight, 3), file=self.stream, leave=True, unit="",
                                   dynamic_ncols=True, mininterval=self.min_interval,
@@ -76,8 +76,6 @@ class Progress:
                 self._tqdm.set_description_str(self._postfix(), refresh=True)
             else:
                 self._draw(force=True)
-        else:
-            self.stream.write(head + "\n")
         self.stream.flush()
 
     def update(self, task, row: dict) -> None:

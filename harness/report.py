@@ -171,11 +171,17 @@ def failing(records) -> list:
     return sorted(bad, key=_sort_key)
 
 
-def summary_table(records) -> str:
+def _by_check(records) -> defaultdict:
+    """check -> Counter of verdicts, over the correctness checks (not timings)."""
     by_check = defaultdict(Counter)
     for r in records:
         if r["check"] != "timing":
             by_check[r["check"]][r["verdict"]] += 1
+    return by_check
+
+
+def summary_table(records) -> str:
+    by_check = _by_check(records)
     checks = [c for c in CHECK_ORDER if c in by_check] + sorted(c for c in by_check if c not in CHECK_ORDER)
     rows = [[f"`{check}`"] + [str(by_check[check].get(v, 0)) for v in VERDICTS] for check in checks]
     total = counts(records)
@@ -183,17 +189,14 @@ def summary_table(records) -> str:
     return _table(rows, ["check"] + list(VERDICTS))
 
 
-def divergence_rows(records, limit=None):
+def divergence_rows(records, limit=None, bad=None):
+    """Rows of the worst ``limit`` divergences; ``bad``: failing(records), when already computed."""
     rows = []
-    for r in failing(records)[:limit]:
+    for r in (failing(records) if bad is None else bad)[:limit]:
         rows.append([r["case"], r["param"], r["check"], _who(r), r["dtype"], r["device"], r["mode"],
                      _num(r.get("max_rel_err")), _tolerance(r), _where(r), r.get("cause") or "",
                      r.get("message") or ""])
     return rows
-
-
-DIVERGENCE_HEADERS = ["case", "param", "check", "frameworks", "dtype", "device", "mode", "max rel err",
-                      "tolerance", "worst element", "cause", "note"]
 
 
 # ---- the summary -----------------------------------------------------------------------------------
@@ -283,11 +286,12 @@ def timing_cells(records) -> dict:
     return cells
 
 
-def timing_gaps(records, phase="forward+backward") -> list:
+def timing_gaps(records, phase="forward+backward", cells=None) -> list:
     """Cells with two or more frameworks, widest slowest/fastest ratio first:
-    (ratio, key, fastest framework, fastest record, slowest framework, slowest record)."""
+    (ratio, key, fastest framework, fastest record, slowest framework, slowest record).
+    ``cells``: timing_cells(records), when already computed."""
     out = []
-    for key, row in timing_cells(records).items():
+    for key, row in (timing_cells(records) if cells is None else cells).items():
         if key[5] != phase or len(row) < 2:
             continue
         ordered = sorted(row.items(), key=lambda kv: (float(kv[1]["median_s"]), kv[0]))
@@ -300,9 +304,10 @@ def _timing_text(fw, r) -> str:
     return f"{fw} {_ms(r['median_s'])}{' ~' if r.get('noisy') else ''}"
 
 
-def gaps_table(records, limit=SUMMARY_ROWS) -> str:
+def gaps_table(gaps, limit=SUMMARY_ROWS) -> str:
+    """The first ``limit`` of ``gaps`` (timing_gaps) as a table."""
     rows = []
-    for ratio, key, fast_fw, fast, slow_fw, slow in timing_gaps(records)[:limit]:
+    for ratio, key, fast_fw, fast, slow_fw, slow in gaps[:limit]:
         device, case, dtype, mode, precision, phase = key
         rows.append([case, _setting({"dtype": dtype, "device": device, "mode": mode, "precision": precision}),
                      _timing_text(fast_fw, fast), _timing_text(slow_fw, slow), f"×{ratio:.1f}"])
@@ -350,7 +355,7 @@ def _headline(records, meta) -> list:
     return [text, "", scope, ""] + ([" · ".join(run), ""] if run else [])
 
 
-def _summary(records, meta) -> list:
+def _summary(records, meta, cells=None) -> list:
     lines = ["## Summary", "", "**What ran** — checks per framework and setting (✓ all pass; ✗ *k* of *n* "
              "failed; a pairwise check counts for both frameworks):", "", coverage_table(records, meta), "",
              "**Verdicts by check:**", "", summary_table(records), ""]
@@ -363,10 +368,10 @@ def _summary(records, meta) -> list:
             lines += [f"… {groups - SUMMARY_ROWS} more group(s) under [Divergences](#divergences).", ""]
     else:
         lines += ["None: every gradient agrees with its reference and across frameworks within tolerance.", ""]
-    gaps = timing_gaps(records)
+    gaps = timing_gaps(records, cells=cells)
     if gaps:
         lines += ["**Widest timing gaps** (forward+backward, slowest vs fastest framework on the same case and "
-                  "setting; `~` = noisy):", "", gaps_table(records), ""]
+                  "setting; `~` = noisy):", "", gaps_table(gaps), ""]
     return lines
 
 
@@ -534,8 +539,10 @@ def _cases(records, meta) -> list:
 SLOWER_THAN_FASTEST = 2.0
 
 
-def timing_sections(records) -> list:
-    cells = timing_cells(records)
+def timing_sections(records, cells=None) -> list:
+    """``cells``: timing_cells(records), when already computed."""
+    if cells is None:
+        cells = timing_cells(records)
     if not cells:
         return []
     lines = ["## Timings", "",
@@ -551,7 +558,7 @@ def timing_sections(records) -> list:
         lines += _fold(f"{len(first)} compiled cells",
                        [_table(sorted(first), ["case", "framework", "setting", "first call", "steady state"])],
                        len(first))
-    divergences = timing_divergences(records)
+    divergences = timing_divergences(records, cells=cells)
     lines += ["### Timing divergences", ""]
     if divergences:
         lines += [f"{len(divergences)} cell(s) where a framework is more than {SLOWER_THAN_FASTEST:g}× slower "
@@ -565,9 +572,11 @@ def timing_sections(records) -> list:
     return lines
 
 
-def timing_divergences(records) -> list:
-    """Rows where a framework is > SLOWER_THAN_FASTEST x the fastest, or compiled is slower than eager."""
-    cells = timing_cells(records)
+def timing_divergences(records, cells=None) -> list:
+    """Rows where a framework is > SLOWER_THAN_FASTEST x the fastest, or compiled is slower than eager.
+    ``cells``: timing_cells(records), when already computed."""
+    if cells is None:
+        cells = timing_cells(records)
     out = []
     for (device, case, dtype, mode, precision, phase), row in sorted(cells.items()):
         fastest_fw = min(sorted(row), key=lambda fw: float(row[fw]["median_s"]))
@@ -647,13 +656,14 @@ def _how_to_read(records) -> list:
 def render(records, meta: dict) -> str:
     """report.md for ``records`` (results.jsonl) and ``meta`` (run.json): deterministic."""
     records = list(records)
+    cells = timing_cells(records)   # shared by the summary's timing gaps and the timing sections
     lines = [f"# gradharness report — {meta.get('run_id', '')}", ""]
     lines += _headline(records, meta)
-    lines += _summary(records, meta)
+    lines += _summary(records, meta, cells)
     lines += _divergences(records)
     lines += _problems(records)
     lines += _cases(records, meta)
-    lines += timing_sections(records)
+    lines += timing_sections(records, cells)
     plots = meta.get("plots", [])
     if plots:
         lines += ["## Plots", ""] + [f"![{p}]({p})" for p in plots] + [""]
@@ -667,12 +677,13 @@ def render(records, meta: dict) -> str:
 def console_summary(records, meta, limit=10) -> str:
     total = counts(records)
     lines = [tabulate(_summary_rows(records), headers=["check"] + list(VERDICTS), tablefmt="simple")]
-    bad = divergence_rows(records, limit)
+    worst = failing(records)
+    bad = divergence_rows(records, limit, bad=worst)
     if bad:
         short = [[r[0], r[1], r[2], r[3], r[4], r[5], r[7], r[10]] for r in bad]
         lines += ["", tabulate(short, headers=["case", "param", "check", "frameworks", "dtype", "device",
                                                "max rel err", "cause"], tablefmt="simple")]
-        more = len(failing(records)) - limit
+        more = len(worst) - limit
         if more > 0:
             lines.append(f"... and {more} more in the report")
     lines.append("")
@@ -681,10 +692,7 @@ def console_summary(records, meta, limit=10) -> str:
 
 
 def _summary_rows(records) -> list:
-    by_check = defaultdict(Counter)
-    for r in records:
-        if r["check"] != "timing":
-            by_check[r["check"]][r["verdict"]] += 1
+    by_check = _by_check(records)
     rows = [[check] + [by_check[check].get(v, 0) for v in VERDICTS] for check in CHECK_ORDER if check in by_check]
     total = counts(records)
     rows.append(["all"] + [total.get(v, 0) for v in VERDICTS])

@@ -211,10 +211,6 @@ def _library_file(path: str) -> bool:
     return path.startswith("<") or any(path.startswith(r.rstrip("/") + "/") for r in roots if r)
 
 
-def _log_tail(path: Path, lines: int = 3) -> str:
-    return crash_report(_read_log(path))[0]
-
-
 class Runner:
     """Runs a plan's worker groups (``jobs`` at a time) and hands each observation to ``emit``.
 

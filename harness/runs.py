@@ -21,7 +21,6 @@ class RunError(ValueError):
 @dataclass
 class Run:
     folder: Path                 # the run folder (the results file's folder)
-    results: Path                # its results.jsonl
     records: list
     meta: dict
     #: True when run.json was absent (or belongs to another run) and ``meta`` was derived from records
@@ -110,7 +109,7 @@ def load(spec) -> Run:
             meta = None
     if meta is None:
         meta, derived = derive_meta(records), True
-    return Run(folder=folder, results=results, records=records, meta=meta, derived=derived, notes=notes)
+    return Run(folder=folder, records=records, meta=meta, derived=derived, notes=notes)
 
 
 def _ordered(values, order=None) -> list:

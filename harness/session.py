@@ -18,7 +18,6 @@ import json
 import os
 import platform
 import secrets
-import shutil
 import signal
 import sys
 import time
@@ -78,7 +77,7 @@ def settings_record(settings: Settings) -> dict:
 def load_settings(run_dir) -> Settings:
     """The settings of the run in ``run_dir`` (from its run.json), cases loaded again."""
     from .case import CaseError
-    from .loader import BUILTIN, builtin_cases, load_file
+    from .loader import cases_in
 
     run_dir = Path(run_dir)
     try:
@@ -93,7 +92,7 @@ def load_settings(run_dir) -> Settings:
     for name, source in stored["cases"]:
         if source not in pools:
             try:
-                pools[source] = {c.name: c for c in (builtin_cases() if source == BUILTIN else load_file(source))}
+                pools[source] = {c.name: c for c in cases_in(source)}
             except CaseError as exc:
                 raise RunError(f"--resume {run_dir}: {exc}") from None
         if name not in pools[source]:
@@ -141,7 +140,7 @@ def _create_run_dir(run_dir: Path, meta: dict) -> None:
         raise OutputError(f"cannot write the run folder {run_dir}: {exc.strerror or exc}") from None
 
 
-def execute(settings: Settings, log=print, resume: Path | None = None, progress=None) -> tuple:
+def execute(settings: Settings, resume: Path | None = None, progress=None) -> tuple:
     """Run everything; returns (run_dir, records, meta). With ``resume`` (a run folder whose
     settings are ``settings``), run only the tasks without an observation there."""
     start = time.perf_counter()
@@ -183,7 +182,6 @@ def execute(settings: Settings, log=print, resume: Path | None = None, progress=
         row = {"case": task.case, "source": task.source, "framework": task.framework,
                "device": task.device, "dtype": task.dtype, "mode": task.mode,
                "precision": task.precision, "fd": None, **message}
-        row["fd"] = message.get("fd")
         try:
             obs_file.write(json.dumps(row, default=str) + "\n")
             obs_file.flush()
@@ -194,12 +192,6 @@ def execute(settings: Settings, log=print, resume: Path | None = None, progress=
         rows.append(row)
         if progress is not None:  # harness.progress: a bar with the current task and an ETA
             progress.update(task, row)
-        elif not settings.quiet:
-            status = row.get("status")
-            extra = "" if status == "ok" else f" — {str(row.get('reason', ''))[:120]}"
-            log(f"[{len(rows)}/{total}] {task.case} {task.framework} {task.device} {task.dtype} "
-                f"{task.mode}{'' if task.precision == 'default' else ' ' + task.precision}: "
-                f"{status} ({row.get('seconds', 0):.1f}s){extra}")
 
     runner_type = runner_class(settings.executor)   # harness.runner.Runner, or the Ray executor's
     runner = runner_type(run_dir, emit, threads=settings.threads, jobs=settings.jobs, task_timeout=settings.timeout,
@@ -212,9 +204,6 @@ def execute(settings: Settings, log=print, resume: Path | None = None, progress=
     try:
         if progress is not None:
             progress.start(todo.tasks, cases, run_dir, already=len(done))
-        elif not settings.quiet:
-            already = f", {len(done)} already done" if done else ""
-            log(f"running {len(todo.tasks)} tasks{already} in {len(todo.groups())} worker(s) → {run_dir}")
         runner.run(todo.groups())
     except KeyboardInterrupt:
         interrupted = Interrupted(signal.SIGINT)
@@ -249,7 +238,7 @@ def execute(settings: Settings, log=print, resume: Path | None = None, progress=
     try:
         atomic_write_text(run_dir / "run.json", json.dumps(meta, indent=2, default=str))
         write_jsonl(run_dir / "results.jsonl", records)
-        meta["plots"] = _render_plots(records, run_dir)
+        meta["plots"] = plots.render_all(records, run_dir)
         text = report.render(records, meta)
         if interrupted is not None:
             text = _mark_interrupted(text, interrupted.name, len(rows), total, run_dir)
@@ -263,20 +252,6 @@ def execute(settings: Settings, log=print, resume: Path | None = None, progress=
     if meta.get("latest"):
         _point_latest(run_dir.resolve())   # resolved: `--resume reports/latest` must not link latest to itself
     return run_dir, records, meta
-
-
-def _render_plots(records, run_dir: Path) -> list:
-    """The plots, drawn in a hidden staging folder and renamed into the run folder, so a plot is
-    there whole or not at all (matplotlib writes in place)."""
-    staging = run_dir / f".plots.tmp.{os.getpid()}"
-    staging.mkdir(exist_ok=True)
-    try:
-        written = plots.render_all(records, staging)
-        for name in written:
-            os.replace(staging / name, run_dir / name)
-        return written
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
 
 
 def _workers(before: list, info: dict) -> list:

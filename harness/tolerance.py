@@ -33,6 +33,12 @@ class Tolerance:
         return bound
 
 
+def gradient_norm(arrays) -> float:
+    """The L2 norm of a whole gradient (a list of arrays), the scale of a projection onto a unit
+    direction."""
+    return float(np.sqrt(sum(np.sum(g * g) for g in arrays)))
+
+
 def gradient_scale(arrays: dict) -> float:
     """The size of a whole gradient (largest finite magnitude over all its parameters)."""
     finite = [np.abs(a[np.isfinite(a)]).max() for a in arrays.values() if np.isfinite(a).any()]
