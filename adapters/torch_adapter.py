@@ -276,6 +276,7 @@ class TorchAdapter(Adapter):
         self.ops = TorchOps()
         self._device = torch.device("cpu")
         self._copies = None   # (x, row copies of x) reused by perturbed()
+        self._compiling_for = None   # the task function whose compiled code dynamo holds
 
     def version(self) -> str:
         return torch.__version__
@@ -362,12 +363,18 @@ class TorchAdapter(Adapter):
         return _NAMES[tensor.dtype]
 
     # ---- differentiation ---------------------------------------------------------------
-    def _compile(self, fn):
-        # dynamic=False: shapes are fixed per task, so one specialised graph is compiled.
+    def _compile(self, fn, f):
+        """torch.compile(fn) for the task function f. Dynamo caches compiled code per code object,
+        and every task's f has the same one (harness/execute.py builds it), so past dynamo's
+        recompile limit (8) a worker would silently run later tasks eager: each new f starts
+        from a clean cache. dynamic=False: shapes are fixed per task, one graph is compiled."""
+        if f is not self._compiling_for:
+            torch.compiler.reset()
+            self._compiling_for = f
         return torch.compile(fn, dynamic=False)
 
     def forward_fn(self, f, compiled):
-        fn = self._compile(f) if compiled else f
+        fn = self._compile(f, f) if compiled else f
 
         def forward(*xs):
             with torch.no_grad():
@@ -375,7 +382,7 @@ class TorchAdapter(Adapter):
         return forward
 
     def grad_fn(self, f, compiled):
-        fn = self._compile(f) if compiled else f
+        fn = self._compile(f, f) if compiled else f
 
         def value_and_grad(*xs):
             leaves = [x.detach().requires_grad_(True) for x in xs]
@@ -388,7 +395,7 @@ class TorchAdapter(Adapter):
         return value_and_grad
 
     def jvp_fn(self, f, compiled):
-        fn = self._compile(f) if compiled else f
+        fn = self._compile(f, f) if compiled else f
 
         def jvp(xs, vs):
             return torch.func.jvp(fn, tuple(xs), tuple(vs))
@@ -407,7 +414,7 @@ class TorchAdapter(Adapter):
                 return torch.autograd.grad(dot, leaves, allow_unused=True)
         else:
             raise Unsupported(f"unknown HVP method {method}")
-        return self._compile(hvp) if compiled else hvp
+        return self._compile(hvp, f) if compiled else hvp
 
     def batched_fn(self, f, in_axes):
         mapped_at = [k for k, axis in enumerate(in_axes) if axis is not None]

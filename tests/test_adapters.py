@@ -255,6 +255,26 @@ def test_elementwise_falls_back_to_a_loop_where_f_cannot_be_vectorised(adapter):
     assert f._harness_no_vmap is True
 
 
+def test_torch_compiles_every_task_not_only_the_first_few():
+    """Every task's loss shares one code object (execute.py builds it), and dynamo caches per
+    code object: past its recompile limit, compiled mode silently ran eager."""
+    torch = pytest.importorskip("torch")
+    from torch._dynamo.utils import counters
+    adapter = get_adapter("torch")
+
+    def task_function(scale):   # what execute.Problem builds: a closure over the task's case
+        def f(w):
+            return torch.sum(torch.sin(w) * scale)
+        return f
+    limit = "recompile_limit" if hasattr(torch._dynamo.config, "recompile_limit") else "cache_size_limit"
+    with torch._dynamo.config.patch(**{limit: 1}):
+        for scale in (1.0, 2.0, 3.0):
+            before = counters["stats"]["unique_graphs"]
+            value = adapter.evaluate_np(task_function(scale), [adapter.asarray(np.ones(3), "float64")], compiled=True)
+            assert counters["stats"]["unique_graphs"] == before + 1
+            assert value == pytest.approx(3 * scale * np.sin(1.0))
+
+
 def test_compiled_matches_eager(adapter):
     loss, w, b = _mlp(adapter)
     xs = [adapter.asarray(w, "float64"), adapter.asarray(b, "float64")]
