@@ -241,6 +241,7 @@ def _timing(o: Observation) -> list:
         rec = _base_record(o, "timing", phase)
         rec.update(verdict="pass", cause=None, median_s=m["median"], iqr_s=m["iqr"], noisy=m["noisy"],
                    first_call_s=m["first_call"], block=m["block"], times=m["times"],
+                   sync_overhead_s=m.get("overhead"),
                    timing_preset=o.row["timing"]["preset"], threads=(o.row.get("policy") or {}).get("threads"),
                    message="noisy: IQR > 10% of median" if m["noisy"] else "")
         out.append(rec)

@@ -2,10 +2,13 @@
 
 The measured callable runs on inputs already on the device. The first call (trace/compile)
 is timed on its own. Then blocked autorange: the block size (calls between two clock reads)
-doubles until a block takes long enough that the clock and the sync are negligible, and
-blocks are run until a minimum total time. ``sync`` (the adapter's: cuda synchronize,
-block_until_ready, materialising TF results) closes every block, so asynchronous devices are
-timed to completion. Raw per-call times are kept; median and IQR are derived.
+grows until a block takes long enough that the clock and the sync are negligible (measured:
+at most 1% of the block, and at least ``min_block_time``), and blocks are run until a minimum
+total time. A call that is long enough is timed alone, each call synced: a longer block than
+the overhead requires lets an asynchronous framework overlap one call's dispatch with the
+previous call's work, and so measures something else. ``sync`` (the adapter's: cuda
+synchronize, block_until_ready, materialising TF results) closes every block, so asynchronous
+devices are timed to completion. Raw per-call times are kept; median and IQR are derived.
 """
 from __future__ import annotations
 
@@ -17,8 +20,10 @@ import numpy as np
 #: named presets for --timing
 PRESETS = {
     "quick": {"min_run_time": 0.05, "min_block_time": 2e-3, "min_blocks": 5},
-    "full": {"min_run_time": 1.0, "min_block_time": 1e-2, "min_blocks": 15},
+    "full": {"min_run_time": 1.0, "min_block_time": 2e-3, "min_blocks": 15},
 }
+#: the most that a block's clock reads and sync may add to it
+MAX_OVERHEAD = 0.01
 #: a cell whose IQR exceeds this fraction of its median is flagged noisy in the report
 NOISY_IQR = 0.10
 
@@ -28,6 +33,7 @@ class Measurement:
     times: list = field(default_factory=list)   # seconds per call, one per block
     block: int = 1                               # calls per block
     first_call: float = 0.0                      # seconds of the very first call (trace/compile)
+    overhead: float = 0.0                        # seconds a clock read and a sync of finished work cost
 
     @property
     def median(self) -> float:
@@ -56,20 +62,34 @@ def blocked_autorange(call, sync, min_run_time=0.2, min_block_time=2e-3, min_blo
         start = clock()
         sync(call())
         first_call = clock() - start
-    sync(call())  # warm-up beyond the first call (allocators, caches)
+    result = call()  # warm-up beyond the first call (allocators, caches)
+    sync(result)
+    overhead = _overhead(sync, result, clock)
+    block_time = max(min_block_time, overhead / MAX_OVERHEAD)
     block = 1
     while True:
         elapsed = _block(call, sync, block, clock)
-        if elapsed >= min_block_time or block >= max_block:
+        if elapsed >= block_time or block >= max_block:
             break
-        block = min(max_block, block * 2 if elapsed <= 0 else max(block * 2, int(block * min_block_time / elapsed)))
+        block = min(max_block, block * 2 if elapsed <= 0 else max(block * 2, int(block * block_time / elapsed)))
     times = [elapsed / block]
     total = elapsed
     while total < min_run_time or len(times) < min_blocks:
         elapsed = _block(call, sync, block, clock)
         times.append(elapsed / block)
         total += elapsed
-    return Measurement(times=times, block=block, first_call=first_call)
+    return Measurement(times=times, block=block, first_call=first_call, overhead=overhead)
+
+
+def _overhead(sync, result, clock, samples=5) -> float:
+    """What closing a block costs beyond the work: two clock reads around a sync of a result
+    that is already complete (median of a few)."""
+    costs = []
+    for _ in range(samples):
+        start = clock()
+        sync(result)
+        costs.append(clock() - start)
+    return float(np.median(costs))
 
 
 def _block(call, sync, n, clock) -> float:

@@ -3,7 +3,7 @@ import time
 
 import pytest
 
-from harness.timing import blocked_autorange
+from harness.timing import PRESETS, blocked_autorange
 from tests.helpers import harness, results
 
 
@@ -31,6 +31,35 @@ def test_timer_waits_for_asynchronous_work():
     # without the sync the same work looks free: the harness's measurement is not that
     unsynced = blocked_autorange(device.call, lambda r: None, min_run_time=0.02)
     assert unsynced.median < 2e-4
+
+
+class CostlySync(FakeAsyncDevice):
+    """A device whose sync costs time of its own even when the work is done."""
+
+    def __init__(self, seconds_per_call, sync_cost):
+        super().__init__(seconds_per_call)
+        self.sync_cost = sync_cost
+
+    def sync(self, result=None):
+        super().sync(result)
+        time.sleep(self.sync_cost)
+
+
+def test_a_call_long_enough_is_timed_alone_and_synced():
+    # overlap between calls would be measured if blocks held more than one: they must not
+    device = FakeAsyncDevice(3e-3)
+    for preset in PRESETS.values():
+        m = blocked_autorange(device.call, device.sync, **dict(preset, min_run_time=0.05, min_blocks=5))
+        assert m.block == 1
+    assert m.median == pytest.approx(3e-3, rel=0.25)
+
+
+def test_a_costly_sync_grows_the_block_until_it_is_negligible():
+    device = CostlySync(1e-3, sync_cost=1e-3)
+    m = blocked_autorange(device.call, device.sync, min_run_time=0.3, min_block_time=2e-3)
+    assert m.overhead >= 1e-3
+    assert m.block * 1e-3 >= 0.5 * m.overhead / 0.01   # ~100 calls, not the 2 that 2 ms needs
+    assert m.median == pytest.approx(1e-3, rel=0.1)     # the sync adds ~1%, not 100%
 
 
 def test_first_call_is_timed_apart_from_steady_state():
