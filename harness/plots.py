@@ -111,7 +111,7 @@ def timing_bars(records, path: Path) -> bool:
         ax.set_yscale("log")
         ax.set_ylabel("ms per call")
         ax.set_title(f"forward+backward — {' '.join(p for p in panel if p != 'default')}")
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))   # beside the bars, never over them
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
