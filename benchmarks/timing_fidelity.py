@@ -82,22 +82,22 @@ def measure(framework, device, case):
     adapter.sync(call(*xs))
     preset = PRESETS["full"]
 
-    def ours():
+    def harness_median():
         return blocked_autorange(lambda: call(*xs), adapter.sync, **preset).median
 
-    def theirs():
+    def own_tool_median():
         return independent(framework, lambda: call(*xs), preset["min_run_time"])
 
     rounds = []
     for i in range(ROUNDS):
         # paired, the order alternating, so the machine's drift hits both methods alike
         if i % 2 == 0:
-            a = ours()
-            b = theirs()
+            ours = harness_median()
+            theirs = own_tool_median()
         else:
-            b = theirs()
-            a = ours()
-        rounds.append((a, b))
+            theirs = own_tool_median()
+            ours = harness_median()
+        rounds.append((ours, theirs))
     ours, theirs = (float(np.median(v)) for v in zip(*rounds))
     ratios = [a / b for a, b in rounds]
     return ours, theirs, ratios, ("jit" if compiled else "eager"), adapter.device_name()
