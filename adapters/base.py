@@ -137,6 +137,20 @@ class Adapter:
         (others shared), vectorised (vmap / vectorized_map). Raise if it cannot be."""
         raise NotImplementedError
 
+    @staticmethod
+    def _on_mapped(f, in_axes, xs):
+        """(g, rows) for a ``batched_fn``: g(*rows) calls f with the batched arguments (in_axes
+        not None) replaced by ``rows`` and the shared ones taken from ``xs``; rows are the
+        batched xs. Mapping g over rows maps only those, the shared ones being closed over."""
+        mapped = [k for k, a in enumerate(in_axes) if a is not None]
+
+        def g(*rows):
+            args = list(xs)
+            for k, row in zip(mapped, rows):
+                args[k] = row
+            return f(*args)
+        return g, tuple(xs[k] for k in mapped)
+
     def perturb(self, x, flat_index: np.ndarray, delta: np.ndarray):
         """A native batch (B, *x.shape): row b is x with element flat_index[b] shifted by
         delta[b], built on the device so finite differences never ship dense batches."""

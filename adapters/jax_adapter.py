@@ -25,6 +25,11 @@ def _dims(axis):
     return axis if axis is None or isinstance(axis, int) else tuple(axis)
 
 
+def _reduction(fn):
+    """A reduction op, fn(x, axis, keepdims), with the axis given as an int, a sequence or None."""
+    return staticmethod(lambda x, axis=None, keepdims=False: fn(x, axis=_dims(axis), keepdims=keepdims))
+
+
 def _all(xs):
     return tuple(range(len(xs)))
 
@@ -115,31 +120,13 @@ class JaxOps(Ops):
         return jax.nn.hard_tanh(x)
 
     # ---- reductions ------------------------------------------------------------------
-    @staticmethod
-    def sum(x, axis=None, keepdims=False):
-        return jnp.sum(x, axis=_dims(axis), keepdims=keepdims)
-
-    @staticmethod
-    def mean(x, axis=None, keepdims=False):
-        return jnp.mean(x, axis=_dims(axis), keepdims=keepdims)
-
-    @staticmethod
-    def prod(x, axis=None, keepdims=False):
-        return jnp.prod(x, axis=_dims(axis), keepdims=keepdims)
-
-    @staticmethod
-    def max(x, axis=None, keepdims=False):
-        return jnp.max(x, axis=_dims(axis), keepdims=keepdims)
-
-    @staticmethod
-    def min(x, axis=None, keepdims=False):
-        return jnp.min(x, axis=_dims(axis), keepdims=keepdims)
-
+    sum = _reduction(jnp.sum)
+    mean = _reduction(jnp.mean)
+    prod = _reduction(jnp.prod)
+    max = _reduction(jnp.max)
+    min = _reduction(jnp.min)
     amax, amin = max, min  # jnp.amax is jnp.max: one reduction, ties shared evenly
-
-    @staticmethod
-    def logsumexp(x, axis=None, keepdims=False):
-        return jax.nn.logsumexp(x, axis=_dims(axis), keepdims=keepdims)
+    logsumexp = _reduction(jax.nn.logsumexp)
 
     @staticmethod
     def var(x, ddof, axis=None, keepdims=False):
@@ -375,24 +362,19 @@ class JaxAdapter(Adapter):
         return self._jit(f, "forward", lambda: f) if compiled else f
 
     def grad_fn(self, f, compiled):
-        def scalar_f(*xs):
+        def scalar_f(xs):
             # a size-1 output counts as a scalar, as in torch; jax.grad wants shape ()
             y = f(*xs)
             return jnp.reshape(y, ()) if jnp.size(y) == 1 else y
 
-        def make(n):
-            def build():
-                return jax.value_and_grad(scalar_f, argnums=tuple(range(n)))
-            return self._jit(f, ("grad", n), build) if compiled else build()
-
-        built = {}  # arity -> transform, made on the first call: later (timed) calls only look up
+        # one tuple argument (one pytree), so one transform serves every arity; the grads come
+        # back as a tuple, one per x
+        build = lambda: jax.value_and_grad(scalar_f)  # noqa: E731
+        vg = self._jit(f, "grad", build) if compiled else build()
 
         def value_and_grad(*xs):
-            vg = built.get(len(xs))
-            if vg is None:
-                vg = built[len(xs)] = make(len(xs))
             try:
-                return vg(*xs)
+                return vg(xs)
             except TypeError:
                 # jax refuses non-scalar (or non-float) outputs with a TypeError; return the
                 # output so base.scalar() reports it as a ScalarError, as for every framework

@@ -33,6 +33,11 @@ def _binary(fn):
     return staticmethod(lambda a, b: fn(_like(a, b), _like(b, a)))
 
 
+def _reduction(fn):
+    """A reduction op, fn(x, axis, keepdims)."""
+    return staticmethod(lambda x, axis=None, keepdims=False: fn(x, axis=axis, keepdims=keepdims))
+
+
 def _keras_ops():
     """keras.ops, for the few ops TensorFlow itself lacks; only under Keras' TF backend."""
     import keras
@@ -150,31 +155,13 @@ class TensorflowOps(Ops):
         raise Unsupported("tensorflow has no mish (tf.nn and keras.ops lack it)")
 
     # ---- reductions ------------------------------------------------------------------
-    @staticmethod
-    def sum(x, axis=None, keepdims=False):
-        return tf.reduce_sum(x, axis=axis, keepdims=keepdims)
-
-    @staticmethod
-    def mean(x, axis=None, keepdims=False):
-        return tf.reduce_mean(x, axis=axis, keepdims=keepdims)
-
-    @staticmethod
-    def prod(x, axis=None, keepdims=False):
-        return tf.reduce_prod(x, axis=axis, keepdims=keepdims)
-
-    @staticmethod
-    def max(x, axis=None, keepdims=False):
-        return tf.reduce_max(x, axis=axis, keepdims=keepdims)
-
-    @staticmethod
-    def min(x, axis=None, keepdims=False):
-        return tf.reduce_min(x, axis=axis, keepdims=keepdims)
-
+    sum = _reduction(tf.reduce_sum)
+    mean = _reduction(tf.reduce_mean)
+    prod = _reduction(tf.reduce_prod)
+    max = _reduction(tf.reduce_max)
+    min = _reduction(tf.reduce_min)
     amax, amin = max, min  # one reduction in TF, ties shared evenly
-
-    @staticmethod
-    def logsumexp(x, axis=None, keepdims=False):
-        return tf.math.reduce_logsumexp(x, axis=axis, keepdims=keepdims)
+    logsumexp = _reduction(tf.math.reduce_logsumexp)
 
     @staticmethod
     def var(x, ddof, axis=None, keepdims=False):
@@ -426,37 +413,35 @@ class TensorflowAdapter(Adapter):
 
     # ---- differentiation ---------------------------------------------------------------
     def _maybe_compile(self, fn, f, kind, compiled):
-        """Eager as is; compiled = one XLA graph for the whole callable, cached per (f, kind)
-        because a fresh tf.function would retrace on every call."""
+        """fn run under the selected device; eager as is, compiled = one XLA graph for the whole
+        callable, cached per (f, kind) because a fresh tf.function would retrace on every call."""
+        def placed(*args):
+            with tf.device(self._device):
+                return fn(*args)
         if not compiled:
-            return fn
-        return self._memo((f, kind), lambda: tf.function(fn, jit_compile=True))
+            return placed
+        return self._memo((f, kind), lambda: tf.function(placed, jit_compile=True))
 
     def forward_fn(self, f, compiled):
-        def forward(*xs):
-            with tf.device(self._device):
-                return f(*xs)
-        return self._maybe_compile(forward, f, "forward", compiled)
+        return self._maybe_compile(f, f, "forward", compiled)
 
     def grad_fn(self, f, compiled):
         def value_and_grad(*xs):
-            with tf.device(self._device):
-                xs = list(xs)
-                with tf.GradientTape() as tape:
-                    tape.watch(xs)
-                    y = f(*xs)
-                if y.shape.num_elements() != 1:
-                    return y, ()
-                grads = tape.gradient(y, xs, unconnected_gradients=_ZERO)
-                return y, tuple(grads)
+            xs = list(xs)
+            with tf.GradientTape() as tape:
+                tape.watch(xs)
+                y = f(*xs)
+            if y.shape.num_elements() != 1:
+                return y, ()
+            grads = tape.gradient(y, xs, unconnected_gradients=_ZERO)
+            return y, tuple(grads)
         return self._maybe_compile(value_and_grad, f, "grad", compiled)
 
     def jvp_fn(self, f, compiled):
         def jvp(xs, vs):
-            with tf.device(self._device):
-                with tf.autodiff.ForwardAccumulator(primals=list(xs), tangents=list(vs)) as acc:
-                    y = f(*xs)
-                return y, acc.jvp(y, unconnected_gradients=_ZERO)
+            with tf.autodiff.ForwardAccumulator(primals=list(xs), tangents=list(vs)) as acc:
+                y = f(*xs)
+            return y, acc.jvp(y, unconnected_gradients=_ZERO)
         return self._maybe_compile(jvp, f, "jvp", compiled)
 
     def hvp_fn(self, f, compiled, method):
@@ -469,38 +454,34 @@ class TensorflowAdapter(Adapter):
         if method == "fwd-over-rev":
             def hvp(xs, vs):
                 xs = list(xs)
-                with tf.device(self._device):
-                    with tf.autodiff.ForwardAccumulator(primals=xs, tangents=list(vs)) as acc:
-                        grads = grads_of(xs)
-                    return tuple(acc.jvp(grads, unconnected_gradients=_ZERO))
+                with tf.autodiff.ForwardAccumulator(primals=xs, tangents=list(vs)) as acc:
+                    grads = grads_of(xs)
+                return tuple(acc.jvp(grads, unconnected_gradients=_ZERO))
         elif method == "rev-over-rev":
             def hvp(xs, vs):
                 xs = list(xs)
-                with tf.device(self._device):
-                    with tf.GradientTape() as outer:
-                        outer.watch(xs)
-                        grads = grads_of(xs)
-                        dot = tf.add_n([tf.reduce_sum(g * v) for g, v in zip(grads, vs)])
-                    return tuple(outer.gradient(dot, xs, unconnected_gradients=_ZERO))
+                with tf.GradientTape() as outer:
+                    outer.watch(xs)
+                    grads = grads_of(xs)
+                    dot = tf.add_n([tf.reduce_sum(g * v) for g, v in zip(grads, vs)])
+                return tuple(outer.gradient(dot, xs, unconnected_gradients=_ZERO))
         else:
             raise Unsupported(f"unknown HVP method {method}")
         return self._maybe_compile(hvp, f, f"hvp:{method}", compiled)
 
     def batched_fn(self, f, in_axes):
-        mapped = [i for i, a in enumerate(in_axes) if a == 0]
-
-        def batched(*xs):
-            def row(elems):
-                args = list(xs)
-                for i, e in zip(mapped, elems):
-                    args[i] = e
-                return f(*args)
-            with tf.device(self._device):
-                # No while_loop fallback: a failure raises and base.py loops in Python.
-                return tf.vectorized_map(row, tuple(xs[i] for i in mapped),
-                                         fallback_to_while_loop=False)
-        # A plain graph (pfor output is not always XLA-friendly), traced once per f.
-        return self._memo((f, ("batched", in_axes)), lambda: tf.function(batched))
+        def build():
+            def batched(*xs):
+                # xs are the traced function's arguments (never closed over), so a memoised
+                # graph sees each call's tensors
+                at_point, rows = self._on_mapped(f, in_axes, xs)
+                with tf.device(self._device):
+                    # No while_loop fallback: a failure raises and base.py loops in Python.
+                    return tf.vectorized_map(lambda elems: at_point(*elems), rows,
+                                             fallback_to_while_loop=False)
+            # A plain graph (pfor output is not always XLA-friendly), traced once per f.
+            return tf.function(batched)
+        return self._memo((f, ("batched", in_axes)), build)
 
     def perturb(self, x, flat_index, delta):
         n = len(flat_index)

@@ -20,6 +20,9 @@ SHAPE = (3, 4)
 #: formula), not rounding
 SINGLE_OP_FLOAT64 = {"float64": {"rtol": 1e-12, "atol": 1e-14}}
 
+#: edge points for a kink at 0 (relu, abs, elu, ...): exact zeros among values on either side
+KINKS = np.array([[-1.5, 0.0, 0.0, 1.0], [0.0, 2.0, -0.5, 0.0], [0.3, 0.0, -2.0, 0.0]])
+
 
 def weighted(ops, y, w):
     """sum(w * y): every element of y reaches the gradient with its own random weight."""
@@ -29,6 +32,19 @@ def weighted(ops, y, w):
 def op_case(name: str, family: str, make, loss, doc: str, tags=(), **kwargs) -> Case:
     """A Case named op_<name>, tagged 'ops' and its family."""
     return Case(name=f"op_{name}", make=make, loss=loss, doc=doc, tags=("ops", family, *tags), **kwargs)
+
+
+def family(family_name: str, tolerance: dict | None = None):
+    """(case, edge): op_case bound to one family; edge() puts the tag 'edge' before the case's
+    own tags. A ``tolerance`` is each case's default (a case's own tolerance=, even None, wins)."""
+    def case(name, make, loss, doc, tags=(), **kwargs):
+        if tolerance is not None:
+            kwargs.setdefault("tolerance", tolerance)
+        return op_case(name, family_name, make, loss, doc, tags, **kwargs)
+
+    def edge(name, make, loss, doc, tags=(), **kwargs):
+        return case(name, make, loss, doc, ("edge", *tags), **kwargs)
+    return case, edge
 
 
 def uniform(lo: float, hi: float, shape=SHAPE, names=("x",), out_shape=None):

@@ -129,9 +129,6 @@ def classifier_jax(p, i):
 VOCAB, DIM, EMB_BATCH, EMB_SEQ = 10, 6, 4, 3
 #: made explicit and equal in every framework (torch's default; Keras' is 1e-3)
 LN_EPS = 1e-5
-#: what each framework does when not told (torch.nn.LayerNorm, keras LayerNormalization,
-#: jax.nn.standardize -- JAX has no LayerNorm layer; standardize is its native normaliser)
-DEFAULT_LN_EPS = {"torch": 1e-5, "tensorflow": 1e-3, "jax": 1e-5}
 
 
 def embedding_make(rng):

@@ -7,18 +7,9 @@ gradient is 0 * inf = NaN unless the framework guards it).
 """
 import numpy as np
 
-from ._opcase import SINGLE_OP_FLOAT64, binary, op_case, points, uniform, unary, weighted
+from ._opcase import KINKS, SINGLE_OP_FLOAT64, binary, family, points, uniform, unary, weighted
 
-FAMILY = "elementwise"
-
-
-def _case(name, make, loss, doc, tags=(), **kwargs):
-    kwargs.setdefault("tolerance", SINGLE_OP_FLOAT64)
-    return op_case(name, FAMILY, make, loss, doc, tags, **kwargs)
-
-
-def _edge(name, make, loss, doc, tags=(), **kwargs):
-    return _case(name, make, loss, doc, ("edge", *tags), **kwargs)
+_case, _edge = family("elementwise", SINGLE_OP_FLOAT64)
 
 
 # (op, domain) at random points, x of shape (3, 4)
@@ -66,7 +57,6 @@ def _sinc_where_loss(ops, p, i):
     return weighted(ops, ops.where(nonzero, ops.div(ops.sin(x), x), 1.0), i["w"])
 
 
-_KINKS = np.array([[-1.5, 0.0, 0.0, 1.0], [0.0, 2.0, -0.5, 0.0], [0.3, 0.0, -2.0, 0.0]])
 _TIES = {"x": [[0.5, -1.0, 2.0, 0.0], [1.5, 1.5, -3.0, 0.25], [0.0, -0.7, 1.0, 2.0]],
          "y": [[0.5, 1.0, 2.0, 0.0], [-1.5, 1.5, -3.0, 0.5], [0.1, -0.7, 1.0, 3.0]]}
 _NEAR_ZERO = np.array([[1e-12, -1e-12, 1e-8, 0.0], [1e-300, 3e-10, -5e-13, 2e-16], [0.5, 1e-6, -1e-6, 1e-12]])
@@ -84,7 +74,7 @@ CASES = [
     _case("broadcast_arith", _broadcast_make, _broadcast_loss,
           "add, sub, mul, div, square, neg with a (4,) operand broadcast against (3, 4)"),
     # ---- edge points --------------------------------------------------------------
-    _edge("abs_at_zero", points(x=_KINKS), unary("abs"), "abs at exact zeros: the subgradient chosen at 0"),
+    _edge("abs_at_zero", points(x=KINKS), unary("abs"), "abs at exact zeros: the subgradient chosen at 0"),
     _edge("clip_at_bounds", points(x=[[-0.5, 0.5, 0.0, -1.0], [0.5, -0.5, 1.0, 0.2],
                                       [-0.5, 0.4999, 0.5, 0.7]]), _clip_loss,
           "clip(x, -0.5, 0.5) with x exactly on the bounds: 1, 0 or 1/2 there"),

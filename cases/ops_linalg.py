@@ -9,18 +9,11 @@ differentiate the symmetric matrix itself: there the frameworks answer a differe
 """
 import numpy as np
 
-from ._opcase import op_case, weighted
+from ._opcase import family, weighted
 
-FAMILY = "linalg"
 N = 4
 
-
-def _case(name, make, loss, doc, tags=(), **kwargs):
-    return op_case(name, FAMILY, make, loss, doc, tags, **kwargs)
-
-
-def _edge(name, make, loss, doc, tags=(), **kwargs):
-    return _case(name, make, loss, doc, ("edge", *tags), **kwargs)
+_case, _edge = family("linalg")
 
 
 def _sym(ops, b):

@@ -11,18 +11,11 @@ from functools import lru_cache
 
 import numpy as np
 
-from ._opcase import SINGLE_OP_FLOAT64, op_case, weighted
+from ._opcase import SINGLE_OP_FLOAT64, family, weighted
 
-FAMILY = "nn"
 _LABELS = np.array([0, 3, 1, 1, 2])
 
-
-def _case(name, make, loss, doc, tags=(), **kwargs):
-    return op_case(name, FAMILY, make, loss, doc, tags, **kwargs)
-
-
-def _edge(name, make, loss, doc, tags=(), **kwargs):
-    return _case(name, make, loss, doc, ("edge", *tags), **kwargs)
+_case, _edge = family("nn")
 
 
 def _make(params, out_shape=None, fixed=None, **inputs):

@@ -8,9 +8,8 @@ each framework's var/std with its default ddof (torch unbiased, jax and TF biase
 """
 import numpy as np
 
-from ._opcase import normal, op_case, points, unary, weighted
+from ._opcase import family, normal, points, unary, weighted
 
-FAMILY = "reduce"
 _ROW = (3,)   # shape of a reduction over axis 1 of a (3, 4) input
 _COL = (4,)   # ... over axis 0
 
@@ -18,13 +17,7 @@ _TIES = [[1.0, 3.0, 3.0, -2.0], [0.5, 0.5, 0.5, 0.5], [-1.0, 2.0, -1.0, 0.0]]
 _ZEROS = [[0.0, 1.5, -2.0, 0.7], [0.0, 0.0, 1.2, -0.8], [1.1, -0.9, 1.3, 0.6]]
 _MASK = np.array([[0.0, -np.inf, 0.0, 0.0], [-np.inf, -np.inf, 0.0, -np.inf], [0.0, 0.0, 0.0, 0.0]])
 
-
-def _case(name, make, loss, doc, tags=(), **kwargs):
-    return op_case(name, FAMILY, make, loss, doc, tags, **kwargs)
-
-
-def _edge(name, make, loss, doc, tags=(), **kwargs):
-    return _case(name, make, loss, doc, ("edge", *tags), **kwargs)
+_case, _edge = family("reduce")
 
 
 def _sum_mean_loss(ops, p, i):

@@ -5,13 +5,9 @@ scatter); padding, concatenation and stacking must slice the gradient back exact
 """
 import numpy as np
 
-from ._opcase import op_case, weighted
+from ._opcase import family, weighted
 
-FAMILY = "shape"
-
-
-def _case(name, make, loss, doc, tags=(), **kwargs):
-    return op_case(name, FAMILY, make, loss, doc, tags, **kwargs)
+_case, _ = family("shape")
 
 
 def _xy(x_shape, y_shape, out_shape, **extra):

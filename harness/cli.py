@@ -12,6 +12,7 @@ import argparse
 import signal
 import sys
 import time
+from typing import TYPE_CHECKING
 
 from adapters import FRAMEWORKS
 
@@ -22,6 +23,9 @@ from .loader import builtin_cases, select
 from .ops_spec import OPS
 from .runner import Interrupted, RunError
 from .tolerance import DTYPE_TOLERANCE
+
+if TYPE_CHECKING:   # imported where used: `list` must not load the session machinery
+    from .session import Settings
 
 MODES = ("eager", "compiled")
 PRECISIONS = ("default", "highest")

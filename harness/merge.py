@@ -19,7 +19,7 @@ from pathlib import Path
 
 from . import compare, plots, report
 from .records import atomic_write_text, normalise, write_jsonl
-from .runs import Run, RunError, load
+from .runs import RunError, load
 
 #: run.json fields that must agree across shards
 SAME = ("seed", "devices", "dtypes", "modes", "precisions", "timing", "frameworks")
@@ -186,4 +186,4 @@ def merge(specs, out: Path, command: str = "", run_id: str | None = None) -> tup
     return out, records, meta
 
 
-__all__ = ["merge", "Run", "RunError"]
+__all__ = ["merge", "RunError"]

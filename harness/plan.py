@@ -35,6 +35,11 @@ class Task:
         return "/".join((self.case, self.framework, self.device, self.dtype, self.mode, self.precision))
 
     @property
+    def arrays_name(self) -> str:
+        """The file name of this task's gradient arrays in a run's arrays/ folder."""
+        return self.id.replace("/", "__") + ".npz"
+
+    @property
     def group(self) -> tuple:
         """Tasks that share one worker process: the precision policy is process-wide."""
         return (self.framework, self.device, self.precision)

@@ -66,22 +66,26 @@ def write_jsonl(path: Path, rows) -> None:
     atomic_write_text(path, "".join(json.dumps(r, sort_keys=False) + "\n" for r in rows))
 
 
-def read_observations(path: Path) -> list:
-    """observations.jsonl of a run that may have been killed: every complete JSON line, in
-    order; a torn last line (the process died mid-write) is dropped, and where a task appears
-    twice the later answer wins (one row per task id)."""
+def read_observations(path: Path, strict: bool = False) -> list:
+    """observations.jsonl of a run that may have been killed: one row per task id, where a task
+    appears twice the later answer wins (and takes the later place). A last line that is not JSON
+    is a torn write (the process died mid-write) and is dropped; any other line that is not JSON is
+    skipped, or with ``strict`` raises ValueError ("PATH:LINE: not a JSON line"). No file: []."""
     rows: dict = {}
+    bad = None   # the number of a line that is not JSON: harmless only as the last line
     try:
         fh = open(path)
     except FileNotFoundError:
         return []
     with fh:
-        for line in fh:
-            if not line.endswith("\n"):
-                break
+        for number, line in enumerate(fh, 1):
+            if bad is not None and strict:
+                raise ValueError(f"{path}:{bad}: not a JSON line")
             try:
                 row = json.loads(line)
             except json.JSONDecodeError:
+                if line.strip():   # blank lines are skipped
+                    bad = number
                 continue
             if isinstance(row, dict) and row.get("id"):
                 rows.pop(row["id"], None)

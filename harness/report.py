@@ -166,6 +166,11 @@ def _sort_key(r):
             str(r.get("mode")), str(r.get("precision")), str(r.get("method") or ""))
 
 
+def check_rank(check) -> int:
+    """Where ``check`` comes in CHECK_ORDER (a framework's own checks before the pairs); unknown last."""
+    return CHECK_ORDER.index(check) if check in CHECK_ORDER else 99
+
+
 def failing(records) -> list:
     bad = [r for r in records if r["verdict"] in ("diverge", "nan")]
     return sorted(bad, key=_sort_key)
@@ -187,16 +192,6 @@ def summary_table(records) -> str:
     total = counts(records)
     rows.append(["**all**"] + [f"**{total.get(v, 0)}**" for v in VERDICTS])
     return _table(rows, ["check"] + list(VERDICTS))
-
-
-def divergence_rows(records, limit=None, bad=None):
-    """Rows of the worst ``limit`` divergences; ``bad``: failing(records), when already computed."""
-    rows = []
-    for r in (failing(records) if bad is None else bad)[:limit]:
-        rows.append([r["case"], r["param"], r["check"], _who(r), r["dtype"], r["device"], r["mode"],
-                     _num(r.get("max_rel_err")), _tolerance(r), _where(r), r.get("cause") or "",
-                     r.get("message") or ""])
-    return rows
 
 
 # ---- the summary -----------------------------------------------------------------------------------
@@ -248,23 +243,24 @@ def coverage_table(records, meta) -> str:
     return _table(rows, ["framework"] + [f"{d} · {t}" for d, t in columns])
 
 
-def _groups_of_failures(records) -> list:
-    """Failing records grouped by (case, cause), worst group first: (case, cause, records)."""
+def _groups_of_failures(records, bad) -> list:
+    """Failing records grouped by (case, cause), worst group first: (case, cause, records).
+    ``bad``: failing(records)."""
     groups = {}
-    for r in failing(records) + sorted((r for r in records if r["verdict"] == "error"), key=_sort_key):
+    for r in bad + sorted((r for r in records if r["verdict"] == "error"), key=_sort_key):
         groups.setdefault((r["case"], r.get("cause") or ""), []).append(r)
     return sorted(((c, cause, rs) for (c, cause), rs in groups.items()),
                   key=lambda g: _sort_key(g[2][0]))
 
 
-def worst_table(records, limit=SUMMARY_ROWS) -> tuple:
-    groups = _groups_of_failures(records)
+def worst_table(records, bad, limit=SUMMARY_ROWS) -> tuple:
+    """The summary's worst divergences, grouped by case and cause; ``bad``: failing(records)."""
+    groups = _groups_of_failures(records, bad)
     rows = []
     for case, cause, recs in groups[:limit]:
         worst = recs[0]
         checks = Counter(r["check"] for r in recs)
-        what = ", ".join(f"{n} {c}" for c, n in sorted(checks.items(), key=lambda kv: CHECK_ORDER.index(kv[0])
-                                                                          if kv[0] in CHECK_ORDER else 99))
+        what = ", ".join(f"{n} {c}" for c, n in sorted(checks.items(), key=lambda kv: check_rank(kv[0])))
         if worst["verdict"] == "error":
             what = ", ".join(f"{n} {c} error(s)" for c, n in sorted(checks.items()))
             rows.append([case, "error", what, f"{worst['framework']} {_setting(worst)}", "", "",
@@ -286,12 +282,11 @@ def timing_cells(records) -> dict:
     return cells
 
 
-def timing_gaps(records, phase="forward+backward", cells=None) -> list:
-    """Cells with two or more frameworks, widest slowest/fastest ratio first:
-    (ratio, key, fastest framework, fastest record, slowest framework, slowest record).
-    ``cells``: timing_cells(records), when already computed."""
+def timing_gaps(cells, phase="forward+backward") -> list:
+    """Cells (timing_cells) with two or more frameworks, widest slowest/fastest ratio first:
+    (ratio, key, fastest framework, fastest record, slowest framework, slowest record)."""
     out = []
-    for key, row in (timing_cells(records) if cells is None else cells).items():
+    for key, row in cells.items():
         if key[5] != phase or len(row) < 2:
             continue
         ordered = sorted(row.items(), key=lambda kv: (float(kv[1]["median_s"]), kv[0]))
@@ -314,9 +309,9 @@ def gaps_table(gaps, limit=SUMMARY_ROWS) -> str:
     return _table(rows, ["case", "setting", "fastest (median per call)", "slowest (median per call)", "gap"])
 
 
-def _headline(records, meta) -> list:
+def _headline(records, meta, bad) -> list:
+    """``bad``: failing(records)."""
     total = counts(records)
-    bad = failing(records)
     n_cases = len({r["case"] for r in records}) or len(meta.get("cases") or [])
     errors = [r for r in records if r["verdict"] == "error"]
     if bad:
@@ -355,11 +350,12 @@ def _headline(records, meta) -> list:
     return [text, "", scope, ""] + ([" · ".join(run), ""] if run else [])
 
 
-def _summary(records, meta, cells=None) -> list:
+def _summary(records, meta, cells, bad) -> list:
+    """``cells``: timing_cells(records); ``bad``: failing(records)."""
     lines = ["## Summary", "", "**What ran** — checks per framework and setting (✓ all pass; ✗ *k* of *n* "
              "failed; a pairwise check counts for both frameworks):", "", coverage_table(records, meta), "",
              "**Verdicts by check:**", "", summary_table(records), ""]
-    table, groups = worst_table(records)
+    table, groups = worst_table(records, bad)
     lines += ["**Worst divergences** (grouped by case and cause; max rel err = max |got − expected| / gradient "
               "scale):", ""]
     if groups:
@@ -368,7 +364,7 @@ def _summary(records, meta, cells=None) -> list:
             lines += [f"… {groups - SUMMARY_ROWS} more group(s) under [Divergences](#divergences).", ""]
     else:
         lines += ["None: every gradient agrees with its reference and across frameworks within tolerance.", ""]
-    gaps = timing_gaps(records, cells=cells)
+    gaps = timing_gaps(cells)
     if gaps:
         lines += ["**Widest timing gaps** (forward+backward, slowest vs fastest framework on the same case and "
                   "setting; `~` = noisy):", "", gaps_table(gaps), ""]
@@ -376,9 +372,9 @@ def _summary(records, meta, cells=None) -> list:
 
 
 # ---- sections --------------------------------------------------------------------------------------
-def _divergences(records) -> list:
+def _divergences(bad) -> list:
+    """``bad``: failing(records), worst first."""
     lines = ["## Divergences", ""]
-    bad = failing(records)
     if not bad:
         return lines + ["None: every gradient agrees with its reference and across frameworks within tolerance.", ""]
     rows = [[r["case"], r["param"], r["check"], _who(r), _setting(r) or "-",
@@ -447,6 +443,10 @@ def agreement_matrix(case_records) -> str:
     return _table(rows, ["device", "dtype", "mode", "precision"] + columns)
 
 
+#: how _tolerance_note names the tolerance of the fd and hvp checks
+_FD_TOLERANCE_LABEL = "fd and hvp (float64, plus 10× the FD error estimate)"
+
+
 def _tolerance_note(case_records) -> str:
     """The tolerances the matrix's numbers are held to, per dtype (fd has its own)."""
     per = {}
@@ -456,9 +456,9 @@ def _tolerance_note(case_records) -> str:
         kind = "fd" if r["check"] in ("fd", "hvp") else r["dtype"]
         per.setdefault(kind, _tolerance(r))
     order = ["float64", "float32", "bfloat16", "float16"]
-    parts = [f"{k}: {per[k]}" for k in sorted(per, key=lambda k: (k == "fd", order.index(k) if k in order else 9, k))]
-    return "Tolerances — " + "; ".join(p.replace("fd:", "fd and hvp (float64, plus 10× the FD error estimate):")
-                                        for p in parts) + "." if parts else ""
+    parts = [f"{_FD_TOLERANCE_LABEL if k == 'fd' else k}: {per[k]}"
+             for k in sorted(per, key=lambda k: (k == "fd", order.index(k) if k in order else 9, k))]
+    return "Tolerances — " + "; ".join(parts) + "." if parts else ""
 
 
 def case_timing_table(case_records, frameworks) -> tuple:
@@ -539,10 +539,8 @@ def _cases(records, meta) -> list:
 SLOWER_THAN_FASTEST = 2.0
 
 
-def timing_sections(records, cells=None) -> list:
-    """``cells``: timing_cells(records), when already computed."""
-    if cells is None:
-        cells = timing_cells(records)
+def timing_sections(cells) -> list:
+    """The "Timings" section; ``cells``: timing_cells(records)."""
     if not cells:
         return []
     lines = ["## Timings", "",
@@ -558,7 +556,7 @@ def timing_sections(records, cells=None) -> list:
         lines += _fold(f"{len(first)} compiled cells",
                        [_table(sorted(first), ["case", "framework", "setting", "first call", "steady state"])],
                        len(first))
-    divergences = timing_divergences(records, cells=cells)
+    divergences = timing_divergences(cells)
     lines += ["### Timing divergences", ""]
     if divergences:
         lines += [f"{len(divergences)} cell(s) where a framework is more than {SLOWER_THAN_FASTEST:g}× slower "
@@ -572,11 +570,9 @@ def timing_sections(records, cells=None) -> list:
     return lines
 
 
-def timing_divergences(records, cells=None) -> list:
+def timing_divergences(cells) -> list:
     """Rows where a framework is > SLOWER_THAN_FASTEST x the fastest, or compiled is slower than eager.
-    ``cells``: timing_cells(records), when already computed."""
-    if cells is None:
-        cells = timing_cells(records)
+    ``cells``: timing_cells(records)."""
     out = []
     for (device, case, dtype, mode, precision, phase), row in sorted(cells.items()):
         fastest_fw = min(sorted(row), key=lambda fw: float(row[fw]["median_s"]))
@@ -625,11 +621,11 @@ def _run_section(meta) -> list:
         rows = [[w.get("framework", ""), w.get("device", ""), w.get("precision", ""), str(w.get("version", "")),
                  str(w.get("device_name", "")),
                  ", ".join(f"{k}={v}" for k, v in (w.get("policy") or {}).items())] for w in workers]
-        lines += _fold("workers and precision policies",
-                       [_table(rows, ["framework", "device", "precision", "version", "device name", "policy"])],
-                       len(rows), open_=False) if len(rows) > FOLD_ROWS else [
-            "Workers and their precision policies:", "",
-            _table(rows, ["framework", "device", "precision", "version", "device name", "policy"]), ""]
+        table = _table(rows, ["framework", "device", "precision", "version", "device name", "policy"])
+        if len(rows) > FOLD_ROWS:
+            lines += _fold("workers and precision policies", [table], len(rows))
+        else:
+            lines += ["Workers and their precision policies:", "", table, ""]
     return lines
 
 
@@ -653,17 +649,28 @@ def _how_to_read(records) -> list:
     return lines
 
 
+def _interrupted_banner(info: dict) -> str:
+    """The warning under the title of an interrupted run's report; ``info``: run.json's "interrupted"
+    (signal, finished, tasks, run_dir)."""
+    return (f"**⚠ Interrupted ({info['signal']})**: {info['finished']} of {info['tasks']} task(s) finished "
+            f"before the run was stopped; the others are listed as not run. Finish it with "
+            f"`python -m harness run --resume {info.get('run_dir', 'RUN_DIR')}`.")
+
+
 def render(records, meta: dict) -> str:
     """report.md for ``records`` (results.jsonl) and ``meta`` (run.json): deterministic."""
     records = list(records)
     cells = timing_cells(records)   # shared by the summary's timing gaps and the timing sections
+    bad = failing(records)          # shared by the headline, the summary and the divergences
     lines = [f"# gradharness report — {meta.get('run_id', '')}", ""]
-    lines += _headline(records, meta)
-    lines += _summary(records, meta, cells)
-    lines += _divergences(records)
+    if meta.get("interrupted"):
+        lines += [_interrupted_banner(meta["interrupted"]), ""]
+    lines += _headline(records, meta, bad)
+    lines += _summary(records, meta, cells, bad)
+    lines += _divergences(bad)
     lines += _problems(records)
     lines += _cases(records, meta)
-    lines += timing_sections(records, cells)
+    lines += timing_sections(cells)
     plots = meta.get("plots", [])
     if plots:
         lines += ["## Plots", ""] + [f"![{p}]({p})" for p in plots] + [""]
@@ -678,9 +685,10 @@ def console_summary(records, meta, limit=10) -> str:
     total = counts(records)
     lines = [tabulate(_summary_rows(records), headers=["check"] + list(VERDICTS), tablefmt="simple")]
     worst = failing(records)
-    bad = divergence_rows(records, limit, bad=worst)
-    if bad:
-        short = [[r[0], r[1], r[2], r[3], r[4], r[5], r[7], r[10]] for r in bad]
+    shown = worst[:limit]
+    if shown:
+        short = [[r["case"], r["param"], r["check"], _who(r), r["dtype"], r["device"], _num(r.get("max_rel_err")),
+                  r.get("cause") or ""] for r in shown]
         lines += ["", tabulate(short, headers=["case", "param", "check", "frameworks", "dtype", "device",
                                                "max rel err", "cause"], tablefmt="simple")]
         more = len(worst) - limit

@@ -211,6 +211,12 @@ def _library_file(path: str) -> bool:
     return path.startswith("<") or any(path.startswith(r.rstrip("/") + "/") for r in roots if r)
 
 
+def log_name(key) -> str:
+    """The log file name (in a run's logs/ folder) of the worker group ``key`` = (framework, device, precision)."""
+    framework, device, precision = key
+    return f"{framework}-{device.replace(':', '')}-{precision}.log"
+
+
 class Runner:
     """Runs a plan's worker groups (``jobs`` at a time) and hands each observation to ``emit``.
 
@@ -240,26 +246,22 @@ class Runner:
     def run(self, groups: dict) -> None:
         """Run every group; on any exception (an interrupt, a failed write) stop all workers
         first, then re-raise."""
+        pool = ThreadPoolExecutor(self.jobs) if self.jobs > 1 else None
         try:
-            if self.jobs == 1:
+            if pool is None:
                 for key, tasks in groups.items():
-                    if self._stopping.is_set():
+                    if self.stopping:
                         break
                     self._run_group(key, tasks)
-                return
-            pool = ThreadPoolExecutor(self.jobs)
-            try:
-                futures = [pool.submit(self._run_group, k, t) for k, t in groups.items()]
-                for future in futures:
+            else:
+                for future in [pool.submit(self._run_group, k, t) for k, t in groups.items()]:
                     future.result()
-            except BaseException:
-                self.stop()
-                raise
-            finally:
-                pool.shutdown(wait=True, cancel_futures=True)
         except BaseException:
             self.stop()
             raise
+        finally:
+            if pool is not None:
+                pool.shutdown(wait=True, cancel_futures=True)
 
     def stop(self) -> None:
         """Kill every live worker (with its process group); record nothing more but results
@@ -298,7 +300,7 @@ class Runner:
     def _run_group(self, key, tasks) -> None:
         framework, device, precision = key
         who = f"{framework} {device}" + ("" if precision == "default" else f" ({precision})")
-        log_path = self.run_dir / "logs" / f"{framework}-{device.replace(':', '')}-{precision}.log"
+        log_path = self.run_dir / "logs" / log_name(key)
         deadline = time.monotonic() + self.worker_timeout if self.worker_timeout else None
         pending = list(tasks)
         while pending and not self.stopping:
@@ -311,8 +313,7 @@ class Runner:
                 return
             if not isinstance(hello, dict) or hello.get("type") != "hello":
                 trace = hello.get("traceback", "") if isinstance(hello, dict) else ""
-                if hello == "timeout":
-                    worker.kill()
+                if hello == "timeout":   # the worker is killed below
                     if deadline is not None and time.monotonic() >= deadline:
                         reason = (f"timed out after {self.worker_timeout:g}s: the {who} worker did not start "
                                   f"within --worker-timeout (worker killed)")
@@ -334,7 +335,7 @@ class Runner:
                 if deadline is not None and time.monotonic() >= deadline:
                     break  # the rest are recorded as not run, below
                 task = pending[0]
-                arrays = self.run_dir / "arrays" / (task.id.replace("/", "__") + ".npz")
+                arrays = self.run_dir / "arrays" / task.arrays_name
                 since, sent = worker.log_size(), time.monotonic()
                 wait, group_bound = self._wait(self.task_timeout, deadline)
                 message = worker.receive(wait) if worker.send(task.message(str(arrays))) else None

@@ -11,7 +11,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .records import SCHEMA, read_jsonl
+from .records import SCHEMA, read_jsonl, read_observations
 
 
 class RunError(ValueError):
@@ -43,29 +43,14 @@ class Run:
         return self.observations_path.is_file() and self.arrays_dir.is_dir()
 
     def observations(self) -> list:
-        """The raw observation rows (one per task), last row per task id winning; a torn last
-        line (a run killed mid-write) is ignored."""
+        """The raw observation rows (one per task id, the last answer winning); a torn last line
+        (a run killed mid-write) is ignored, any other line that is not JSON is a RunError."""
         if not self.observations_path.is_file():
             return []
-        rows, seen = [], {}
-        lines = self.observations_path.read_text().splitlines()
-        for number, line in enumerate(lines, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
-                if number == len(lines):
-                    continue
-                raise RunError(f"{self.observations_path}:{number}: not a JSON line") from None
-            key = row.get("id") or "/".join(str(row.get(k)) for k in
-                                            ("case", "framework", "device", "dtype", "mode", "precision"))
-            if key in seen:
-                rows[seen[key]] = row
-            else:
-                seen[key] = len(rows)
-                rows.append(row)
-        return rows
+        try:
+            return read_observations(self.observations_path, strict=True)
+        except ValueError as exc:
+            raise RunError(str(exc)) from None
 
 
 def load(spec) -> Run:

@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from adapters import FRAMEWORKS
+from adapters.base import cpu_name
 
 from . import compare, plots, report
 from .plan import Plan, make_plan
@@ -116,7 +117,7 @@ def run_dir_for(settings: Settings, run_id: str) -> Path:
 
 def environment() -> dict:
     return {"python": sys.version.split()[0], "platform": platform.platform(),
-            "processor": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
+            "processor": cpu_name(""), "cpus": os.cpu_count(),
             "numpy": np.__version__}
 
 
@@ -231,18 +232,18 @@ def execute(settings: Settings, resume: Path | None = None, progress=None) -> tu
                 records.append(_not_run(task, interrupted.name))
     records = [normalise(r, run_id) for r in records]
     # wall time of the whole run: a resumed run adds this session's to the earlier ones'
-    meta["seconds"] = (meta.get("seconds") or 0.0 if resume is not None else 0.0) + time.perf_counter() - start
+    # (a new run's meta has no "seconds" yet)
+    meta["seconds"] = (meta.get("seconds") or 0.0) + time.perf_counter() - start
     meta["workers"] = _workers(meta.get("workers", []), runner.workers_info)
     if interrupted is not None:
-        meta["interrupted"] = {"signal": interrupted.name, "finished": len(rows), "tasks": total}
+        # report.render puts the banner (and `harness report` keeps it) from this
+        meta["interrupted"] = {"signal": interrupted.name, "finished": len(rows), "tasks": total,
+                               "run_dir": str(run_dir)}
     try:
         atomic_write_text(run_dir / "run.json", json.dumps(meta, indent=2, default=str))
         write_jsonl(run_dir / "results.jsonl", records)
         meta["plots"] = plots.render_all(records, run_dir)
-        text = report.render(records, meta)
-        if interrupted is not None:
-            text = _mark_interrupted(text, interrupted.name, len(rows), total, run_dir)
-        atomic_write_text(run_dir / "report.md", text)
+        atomic_write_text(run_dir / "report.md", report.render(records, meta))
     except OSError as exc:
         raise OutputError(f"writing the results in {run_dir} failed: {exc.strerror or exc}; the observations "
                           f"are kept: make room, then `python -m harness run --resume {run_dir}`") from None
@@ -259,14 +260,6 @@ def _workers(before: list, info: dict) -> list:
     now = [{"framework": k[0], "device": k[1], "precision": k[2], **v} for k, v in info.items()]
     seen = {(w["framework"], w["device"], w["precision"]) for w in now}
     return [w for w in before if (w.get("framework"), w.get("device"), w.get("precision")) not in seen] + now
-
-
-def _mark_interrupted(text: str, signame: str, finished: int, total: int, run_dir: Path) -> str:
-    title, _, rest = text.partition("\n")
-    banner = (f"**⚠ Interrupted ({signame})**: {finished} of {total} task(s) finished before the run was "
-              f"stopped; the others are listed as not run. Finish it with "
-              f"`python -m harness run --resume {run_dir}`.")
-    return f"{title}\n\n{banner}\n{rest}"
 
 
 def _not_run(task, signame) -> dict:

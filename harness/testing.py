@@ -18,10 +18,12 @@ from __future__ import annotations
 import numbers
 import sys
 
-from .case import Case
-from .report import CHECK_ORDER, _sort_key, describe
+from adapters import FRAMEWORKS
 
-DEFAULT_FAIL_ON = ("diverge", "nan", "error")
+from .case import Case
+from .report import FAILING, _sort_key, check_rank, describe
+
+DEFAULT_FAIL_ON = FAILING
 #: at most this many failing checks are spelled out in the message
 MESSAGE_LINES = 20
 
@@ -78,10 +80,10 @@ def assert_gradients_agree(case: Case | None = None, *, make=None, loss=None, na
         case = dataclasses.replace(case, tolerance=_tolerance(tolerance, dtypes))
     installed = inprocess.installed()
     if frameworks is None:
-        chosen = [fw for fw in installed if fw in case.frameworks([fw])]
+        chosen = case.frameworks(installed)
         if not chosen:
             _skip_or_raise(f"case {case.name}: none of its frameworks is installed "
-                           f"({', '.join(case.frameworks(['torch', 'jax', 'tensorflow']))})")
+                           f"({', '.join(case.frameworks(list(FRAMEWORKS)))})")
     else:
         chosen = list(frameworks)
         absent = [fw for fw in chosen if fw not in installed]
@@ -95,9 +97,7 @@ def assert_gradients_agree(case: Case | None = None, *, make=None, loss=None, na
     records = inprocess.run_case(case, frameworks=chosen, dtypes=dtypes, modes=tuple(modes), seed=seed,
                                  fd_mode=fd_mode)
     # the root cause first: a framework's own checks (fd, jvp, ...) before the pairs they spoil
-    bad = sorted((r for r in records if r["verdict"] in fail_on),
-                 key=lambda r: ((CHECK_ORDER.index(r["check"]) if r["check"] in CHECK_ORDER else 99),
-                                _sort_key(r)))
+    bad = sorted((r for r in records if r["verdict"] in fail_on), key=lambda r: (check_rank(r["check"]), _sort_key(r)))
     if bad:
         lines = [describe(r) for r in bad[:MESSAGE_LINES]]
         if len(bad) > MESSAGE_LINES:

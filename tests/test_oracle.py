@@ -1,7 +1,6 @@
 """The oracle: planted bugs are caught with the right label and element; kinks are not bugs;
 smooth float32 runs raise no false alarm; large gradients are checked along directions and
 localised by bisection."""
-import numpy as np
 import pytest
 
 from harness import Case, inprocess
