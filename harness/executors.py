@@ -21,10 +21,9 @@ import os
 import shutil
 import tempfile
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from .runner import ROOT, Runner
+from .runner import ROOT, Runner, log_name
 
 EXECUTORS = ("local", "ray")
 
@@ -139,63 +138,54 @@ def _run_group_on_node(key, tasks, threads, options):
 
 
 class RayRunner(Runner):
-    """Runner's interface (``run(groups)``, ``workers_info``, ``stop()``), groups placed on Ray."""
+    """Runner's interface (``run(groups)``, ``workers_info``, ``stop()``), groups placed on Ray:
+    Runner.run drives every group at once (one thread each, an error or interrupt in any stops
+    them all), and ``_run_group`` relays one group's Ray task."""
 
     def __init__(self, run_dir: Path, emit, threads: int, jobs: int = 1, **options):
         super().__init__(run_dir, emit, threads, jobs, **options)
-        self.options = {k: v for k, v in options.items()
-                        if k in ("task_timeout", "start_timeout", "worker_timeout", "memory_limit")}
-        self.options.setdefault("task_timeout", self.task_timeout)
-        self._emit_lock = threading.Lock()
+        self._ray = self._remote = None
+        self._cpus = 1.0      # the CPUs of the cluster's largest live node
         self._refs: list = []
-        self.hosts: dict = {}
-
-    def _resources(self, ray, device: str) -> dict:
-        if device != "cpu":
-            return {"num_gpus": 1, "num_cpus": 1}
-        try:
-            largest = max(float(n.get("Resources", {}).get("CPU", 0)) for n in ray.nodes() if n.get("Alive"))
-        except ValueError:
-            largest = 1.0
-        return {"num_cpus": max(1.0, min(float(self.threads or 1), largest))}
 
     def run(self, groups: dict) -> None:
         if not groups:
             return
         ray = _import_ray()
         connect(ray)
-        remote = ray.remote(_run_group_on_node)
+        self._ray, self._remote = ray, ray.remote(_run_group_on_node)
         try:
-            with ThreadPoolExecutor(len(groups)) as pool:
-                futures = [pool.submit(self._drive, ray, remote, key, tasks) for key, tasks in groups.items()]
-                for future in futures:
-                    future.result()
-        except BaseException:
-            self.stop()
-            raise
+            self._cpus = max(float(n.get("Resources", {}).get("CPU", 0)) for n in ray.nodes() if n.get("Alive"))
+        except Exception:  # noqa: BLE001 - no live node listed, or the listing failed: each group's
+            self._cpus = 1.0  # own Ray task then fails and becomes error records, as any lost node does
+        self.jobs = len(groups)   # all at once: Ray queues what the cluster cannot place yet
+        super().run(groups)
 
     def stop(self) -> None:
         super().stop()
+        if self._ray is None:
+            return
         try:
-            import ray
-
             for ref in list(self._refs):
-                ray.cancel(ref, force=True)
+                self._ray.cancel(ref, force=True)
         except Exception:  # noqa: BLE001 - best effort
             pass
 
-    def _deliver(self, task, message: dict) -> None:
-        message.setdefault("id", task.id)
-        with self._emit_lock:
-            self.emit(task, message)
+    def _resources(self, device: str) -> dict:
+        if device != "cpu":
+            return {"num_gpus": 1, "num_cpus": 1}
+        return {"num_cpus": max(1.0, min(float(self.threads or 1), self._cpus))}
 
-    def _drive(self, ray, remote, key, tasks) -> None:
+    def _run_group(self, key, tasks) -> None:
+        ray = self._ray
         by_id = {t.id: t for t in tasks}
         done: set = set()
-        framework, device, precision = key
+        framework, device, _ = key
+        options = {"task_timeout": self.task_timeout, "start_timeout": self.start_timeout,
+                   "worker_timeout": self.worker_timeout, "memory_limit": self.memory_limit}
         failure = None
         try:
-            gen = remote.options(**self._resources(ray, device)).remote(key, tasks, self.threads, self.options)
+            gen = self._remote.options(**self._resources(device)).remote(key, tasks, self.threads, options)
             self._refs.append(gen)
             for ref in gen:
                 if self.stopping:
@@ -207,7 +197,7 @@ class RayRunner(Runner):
                     message["id"] = task.id
                     message["host"] = item.get("host")
                     if item.get("arrays") is not None:
-                        name = task.id.replace("/", "__") + ".npz"
+                        name = task.arrays_name
                         target = self.run_dir / "arrays" / name
                         tmp = target.with_name(f".{name}.tmp.{os.getpid()}")
                         tmp.write_bytes(item["arrays"])
@@ -216,21 +206,20 @@ class RayRunner(Runner):
                     else:
                         message.pop("arrays", None)
                     done.add(task.id)
-                    self._deliver(task, message)
+                    self._emit(task, message)
                 elif item["kind"] == "failed":
                     failure = f"the Ray task for {framework} {device} failed on {item.get('host')}: {item['reason']}"
                 else:
                     if item.get("hello"):
                         with self._lock:
                             self.workers_info[key] = {**item["hello"], "host": item.get("host")}
-                    stem = f"{framework}-{device.replace(':', '')}-{precision}"
                     for name, data in (item.get("logs") or {}).items():
                         if name.endswith(".log"):
-                            (self.run_dir / "logs" / f"{stem}.log").write_bytes(data)
+                            (self.run_dir / "logs" / log_name(key)).write_bytes(data)
         except Exception as exc:  # noqa: BLE001 - a lost node or a failed Ray task: error records
             failure = f"the Ray task for {framework} {device} failed: {type(exc).__name__}: {str(exc)[:300]}"
         if self.stopping:
             return
         for task in tasks:
             if task.id not in done:
-                self._deliver(task, {"status": "error", "reason": failure or "the Ray task ended without an answer"})
+                self._emit(task, {"status": "error", "reason": failure or "the Ray task ended without an answer"})

@@ -93,3 +93,134 @@ def test_ray_executor_gives_the_same_results_as_local(unsharded, tmp_path):
     assert _comparable(results(out)) == _comparable(results(unsharded))
     assert json.loads((out / "run.json").read_text())["executor"] == "ray"
     assert sorted(p.name for p in (out / "logs").iterdir()) == ["jax-cpu-default.log", "torch-cpu-default.log"]
+
+
+# ---- the Ray executor's driver, against a stand-in for ray (no cluster, no workers) -----------------
+class _FakeRay:
+    """What RayRunner uses of ray: remote(fn).options(**resources).remote(key, tasks, threads, options) ->
+    an iterator of refs, get(ref), cancel(ref), nodes(), is_initialized(). ``script[key](tasks)`` gives a
+    group's items; a ref is a callable returning one item."""
+
+    def __init__(self, script, cpus=2.0):
+        self.script, self.cpus = script, cpus
+        self.calls, self.cancelled = {}, []
+
+    def is_initialized(self):
+        return True
+
+    def nodes(self):
+        return [{"Alive": True, "Resources": {"CPU": self.cpus}}, {"Alive": False, "Resources": {"CPU": 64.0}}]
+
+    def get(self, ref):
+        return ref()
+
+    def cancel(self, ref, force=False):
+        self.cancelled.append(ref)
+
+    def remote(self, fn):
+        fake = self
+
+        class Generator:
+            def __init__(self, items):
+                self.items = iter(items)
+
+            def __iter__(self):
+                return self
+
+            def __next__(self):
+                if self in fake.cancelled:
+                    raise RuntimeError("task cancelled")
+                item = next(self.items)
+                return lambda: item() if callable(item) else item
+
+        class Remote:
+            def options(self, **resources):
+                def call(key, tasks, threads, options):
+                    fake.calls[key] = {"resources": resources, "threads": threads, "options": options}
+                    return Generator(fake.script[key](tasks))
+                return type("Bound", (), {"remote": staticmethod(call)})()
+
+        return Remote()
+
+
+def _tasks(framework, device, n):
+    return [plan.Task(f"c{i}", "builtin", framework, device, "float32", "eager", "default", 0) for i in range(n)]
+
+
+def test_ray_runner_relays_observations_arrays_and_logs(tmp_path, monkeypatch):
+    from harness import executors
+
+    gpu, cpu = ("fa", "cuda:0", "default"), ("fb", "cpu", "default")
+    ta, tb = _tasks("fa", "cuda:0", 3), _tasks("fb", "cpu", 2)
+
+    def gpu_items(tasks):   # the node ran on its cuda:1, so its ids name that device
+        node_id = tasks[0].id.replace("cuda:0", "cuda:1")
+        yield {"kind": "obs", "task": tasks[0].id, "message": {"id": node_id, "status": "ok", "arrays": "x.npz"},
+               "arrays": b"npz-bytes", "host": "node1"}
+        yield {"kind": "obs", "task": tasks[1].id, "message": {"status": "ok", "arrays": "y.npz"}, "arrays": None,
+               "host": "node1"}
+        yield {"kind": "done", "hello": {"type": "hello", "version": "1.0"}, "host": "node1",
+               "logs": {"fa-cuda1-default.log": b"worker log", "core": b"not a log"}}
+
+    def cpu_items(tasks):
+        yield {"kind": "failed", "reason": "RuntimeError: boom", "host": "node2"}
+        yield {"kind": "done", "hello": None, "logs": {}, "host": "node2"}
+
+    fake = _FakeRay({gpu: gpu_items, cpu: cpu_items}, cpus=2.0)
+    monkeypatch.setattr(executors, "_import_ray", lambda: fake)
+    got = []
+    runner = executors.RayRunner(tmp_path, lambda task, message: got.append((task.id, message)), threads=4,
+                                 task_timeout=5.0)
+    runner.run({gpu: ta, cpu: tb})
+
+    by_id = dict(got)
+    assert len(got) == 5 and set(by_id) == {t.id for t in ta + tb}
+    first = by_id[ta[0].id]
+    assert first == {"id": ta[0].id, "status": "ok", "arrays": "c0__fa__cuda:0__float32__eager__default.npz",
+                     "host": "node1"}
+    assert (tmp_path / "arrays" / first["arrays"]).read_bytes() == b"npz-bytes"
+    assert by_id[ta[1].id] == {"id": ta[1].id, "status": "ok", "host": "node1"}
+    assert by_id[ta[2].id] == {"id": ta[2].id, "status": "error", "reason": "the Ray task ended without an answer"}
+    for t in tb:
+        assert by_id[t.id] == {"id": t.id, "status": "error",
+                               "reason": "the Ray task for fb cpu failed on node2: RuntimeError: boom"}
+    assert runner.workers_info == {gpu: {"type": "hello", "version": "1.0", "host": "node1"}}
+    assert sorted(p.name for p in (tmp_path / "logs").iterdir()) == ["fa-cuda0-default.log"]
+    assert (tmp_path / "logs" / "fa-cuda0-default.log").read_bytes() == b"worker log"
+    assert fake.calls[gpu]["resources"] == {"num_gpus": 1, "num_cpus": 1}
+    assert fake.calls[cpu]["resources"] == {"num_cpus": 2.0}   # 4 threads, but the largest live node has 2 CPUs
+    assert fake.calls[cpu]["threads"] == 4 and fake.calls[cpu]["options"]["task_timeout"] == 5.0
+
+
+def test_ray_runner_stops_every_group_when_one_fails(tmp_path, monkeypatch):
+    """A group whose observations cannot be written (a full disk) stops the run at once: the other
+    groups' Ray tasks are cancelled, not left to finish, and the error reaches the caller."""
+    import time
+
+    from harness import executors
+    from harness.runner import OutputError
+
+    bad, slow = ("fa", "cpu", "default"), ("fb", "cpu", "default")
+
+    def bad_items(tasks):
+        yield {"kind": "obs", "task": tasks[0].id, "message": {"status": "ok"}, "arrays": None, "host": "h"}
+
+    def slow_items(tasks):
+        for _ in range(30):      # 3 s of answers unless cancelled
+            yield lambda: (time.sleep(0.1), {"kind": "obs", "task": tasks[0].id, "message": {"status": "ok"},
+                                             "arrays": None, "host": "h"})[1]
+
+    def emit(task, message):
+        if task.framework == "fa":
+            raise OutputError("writing observations.jsonl failed: No space left on device")
+        written.append(task.id)
+
+    written = []
+    fake = _FakeRay({bad: bad_items, slow: slow_items})
+    monkeypatch.setattr(executors, "_import_ray", lambda: fake)
+    runner = executors.RayRunner(tmp_path, emit, threads=1)
+    start = time.monotonic()
+    with pytest.raises(OutputError, match="No space left"):
+        runner.run({bad: _tasks("fa", "cpu", 2), slow: _tasks("fb", "cpu", 1)})
+    assert time.monotonic() - start < 1.5
+    assert runner.stopping and len(written) < 10
