@@ -34,6 +34,11 @@ class ScalarError(TypeError):
     """The loss did not return a real scalar: a bug in the case, reported as `error`."""
 
 
+class ShapeError(ValueError):
+    """A transform returned a different number of elements than its parameter has: an error
+    record, never a silently reshaped or dropped comparison."""
+
+
 class Ops:
     """Base of each adapter's neutral vocabulary (harness/ops_spec.py lists the names).
 
@@ -190,19 +195,38 @@ class Adapter:
         return float(a.reshape(()))
 
     def value_and_grad_np(self, f, xs, compiled=False):
-        return self.grad_result_np(self.grad_fn(f, compiled)(*xs))
+        return self.grad_result_np(self.grad_fn(f, compiled)(*xs), xs)
 
-    def grad_result_np(self, result):
-        """(value, grads) of a grad_fn call, as a float and numpy arrays."""
+    def grad_result_np(self, result, xs):
+        """(value, grads) of a grad_fn call at ``xs``, as a float and numpy arrays shaped exactly
+        like the xs (a 0-d parameter gets a 0-d gradient)."""
         y, grads = result
-        return self.scalar(y), [self.to_numpy(g) for g in grads]
+        return self.scalar(y), self.shaped_np(grads, xs, "gradient")
 
     def jvp_np(self, f, xs, vs, compiled=False):
         y, t = self.jvp_fn(f, compiled)(xs, vs)
         return self.scalar(y), self.scalar(t)
 
     def hvp_np(self, f, xs, vs, compiled=False, method="fwd-over-rev"):
-        return [self.to_numpy(h) for h in self.hvp_fn(f, compiled, method)(xs, vs)]
+        return self.shaped_np(self.hvp_fn(f, compiled, method)(xs, vs), xs, f"{method} HVP")
+
+    def shaped_np(self, tensors, xs, what: str) -> list:
+        """numpy copies of ``tensors``, one per x, each in exactly x's shape. A framework that
+        returns a size-1 array for a 0-d parameter (or drops a unit axis) is reshaped; one whose
+        element count differs raises ShapeError, so no comparison is ever made on a wrong shape."""
+        tensors = list(tensors)
+        if len(tensors) != len(xs):
+            raise ShapeError(f"{self.name} returned {len(tensors)} {what}(s) for {len(xs)} parameter(s)")
+        out = []
+        for k, (t, x) in enumerate(zip(tensors, xs)):
+            a, shape = self.to_numpy(t), tuple(int(d) for d in x.shape)
+            if a.shape != shape:
+                if a.size != int(np.prod(shape)):
+                    raise ShapeError(f"{self.name}'s {what} of parameter {k} has shape {a.shape}, "
+                                     f"the parameter {shape}")
+                a = a.reshape(shape)
+            out.append(a)
+        return out
 
     def evaluate_np(self, f, xs, compiled=False) -> float:
         return self.scalar(self.forward_fn(f, compiled)(*xs))

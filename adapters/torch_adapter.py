@@ -347,7 +347,8 @@ class TorchAdapter(Adapter):
     # ---- conversion ------------------------------------------------------------------
     def asarray(self, array, dtype):
         array = np.asarray(array)
-        t = torch.from_numpy(np.ascontiguousarray(array))
+        # ascontiguousarray makes a 0-d array 1-d: reshape keeps a scalar parameter a scalar
+        t = torch.from_numpy(np.ascontiguousarray(array).reshape(array.shape))
         target = self._cast_target(array, dtype, _DTYPES)
         if target is not None:
             t = t.to(target)

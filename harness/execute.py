@@ -77,7 +77,7 @@ def run(adapter, case: Case, task: dict) -> tuple[dict, dict]:
         _explain_loss_output(adapter, problem, exc)
         raise
     first_grad_call = time.perf_counter() - start
-    value, native_grads = adapter.grad_result_np(result)
+    value, native_grads = adapter.grad_result_np(result, problem.xs)
     if not np.isfinite(value):
         raise NonFiniteLoss(f"the loss itself is not finite ({value}) at the case's point in {task['dtype']}, "
                             f"so its gradient means nothing and no gradient check was made")
@@ -88,7 +88,7 @@ def run(adapter, case: Case, task: dict) -> tuple[dict, dict]:
 
     if task.get("determinism", True):
         # the same callable again: a compiled function is not rebuilt, only re-run
-        _, again = adapter.grad_result_np(grad_call(*problem.xs))
+        _, again = adapter.grad_result_np(grad_call(*problem.xs), problem.xs)
         again = problem.to_canonical(again)
         obs["nondeterminism"] = max(_difference(a, g) for a, g in zip(again, grads))
 

@@ -314,3 +314,60 @@ def test_devices_and_policy(adapter):
     assert "reduced_precision_float32" in policy
     assert policy["reduced_precision_float32"] is False  # CPU never computes float32 in TF32
     assert adapter.version()
+
+
+# (label, parameter shapes): 0-d, empty, size-1 and broadcasting parameters; the loss is
+# sum(a * b * c + a**2 ...) over their broadcast, so every gradient is known in closed form
+SHAPES = [
+    ("scalar", [(), (3,)]),
+    ("size1", [(1,), (3,)]),
+    ("scalar_meets_size1", [(), (1,)]),
+    ("broadcast", [(3, 1), (1, 4)]),
+    ("empty", [(0,), ()]),
+]
+
+
+@pytest.mark.parametrize("label,shapes", SHAPES, ids=[s[0] for s in SHAPES])
+def test_every_transform_keeps_the_parameter_shape(adapter, label, shapes):
+    """Gradient, JVP and both HVPs come back in exactly each parameter's shape, with the values
+    of f(a, b) = sum(a*b + a^2 b): df/da = sum over b's broadcast axes of (b + 2ab), etc."""
+    rng = np.random.default_rng(5)
+    a, b = (rng.uniform(0.5, 1.5, size=s) for s in shapes)
+    o = adapter.ops
+    f = lambda x, y: o.sum(o.add(o.mul(x, y), o.mul(o.mul(x, x), y)))  # noqa: E731
+    xs = [adapter.asarray(a, "float64"), adapter.asarray(b, "float64")]
+    full = np.broadcast_shapes(a.shape, b.shape)
+
+    def reduce_to(g, shape):
+        g = np.broadcast_to(g, full)
+        axes = tuple(range(len(full) - len(shape))) + tuple(
+            len(full) - len(shape) + i for i, n in enumerate(shape) if n == 1 and full[len(full) - len(shape) + i] != 1)
+        return g.sum(axis=axes).reshape(shape)
+    A, B = np.broadcast_to(a, full), np.broadcast_to(b, full)
+    expected = [reduce_to(B + 2 * A * B, a.shape), reduce_to(A + A * A, b.shape)]
+    _, grads = adapter.value_and_grad_np(f, xs)
+    for g, e in zip(grads, expected):
+        assert g.shape == e.shape
+        np.testing.assert_allclose(g, e, rtol=1e-12, atol=1e-12)
+    v = [rng.normal(size=s) for s in shapes]
+    _, tangent = adapter.jvp_np(f, xs, [adapter.asarray(d, "float64") for d in v])
+    assert tangent == pytest.approx(sum(float((g * d).sum()) for g, d in zip(grads, v)), rel=1e-12, abs=1e-12)
+    # Hessian: d2f/da2 = 2b, d2f/dadb = 1 + 2a, d2f/db2 = 0 (summed over the broadcast)
+    Va, Vb = np.broadcast_to(v[0], full), np.broadcast_to(v[1], full)
+    hv_expected = [reduce_to(2 * B * Va + (1 + 2 * A) * Vb, a.shape), reduce_to((1 + 2 * A) * Va, b.shape)]
+    for method in ("fwd-over-rev", "rev-over-rev"):
+        try:
+            hv = adapter.hvp_np(f, xs, [adapter.asarray(d, "float64") for d in v], method=method)
+        except Unsupported as exc:
+            pytest.skip(str(exc))
+        for h, e in zip(hv, hv_expected):
+            assert h.shape == e.shape, (method, h.shape, e.shape)
+            np.testing.assert_allclose(h, e, rtol=1e-12, atol=1e-12)
+
+
+def test_a_wrong_sized_gradient_is_an_error_not_a_reshape(adapter):
+    from adapters.base import ShapeError
+
+    x = adapter.asarray(np.ones(3), "float64")
+    with pytest.raises(ShapeError, match="shape"):
+        adapter.shaped_np([adapter.asarray(np.ones(2), "float64")], [x], "gradient")
