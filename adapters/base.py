@@ -185,6 +185,40 @@ class Adapter:
                 return f"{self.name} cannot apply this transform here: {text.strip().splitlines()[0][:300]}"
         return None
 
+    #: fragment of a framework error message -> the upstream report of that framework bug
+    KNOWN_FAILURES: dict = {}
+
+    def known_failure(self, exc: Exception) -> str:
+        """The upstream reference when ``exc`` is a known bug of the framework itself, else ''."""
+        text = str(exc)
+        return next((ref for fragment, ref in self.KNOWN_FAILURES.items() if fragment in text), "")
+
+    def custom_gradients(self, f, xs) -> list:
+        """The custom-gradient rules the function uses that were defined outside the framework
+        itself (a torch autograd.Function, a jax.custom_vjp/custom_jvp, a tf.custom_gradient),
+        as short names: a transform that fails through one is the case's doing, not the
+        framework's. Frameworks that cannot tell return []."""
+        return []
+
+    def equivalent_kernels(self, exc: Exception):
+        """A context manager selecting equivalent kernels that support the transform ``exc``
+        says a fused kernel lacks (e.g. the math attention backend), with a description, as
+        (context, description); None where there is none."""
+        return None
+
+    def with_equivalent_kernels(self, call):
+        """``call()``, retried once under equivalent kernels when a fused kernel lacks the
+        transform; returns (result, description of the kernels used, or '')."""
+        try:
+            return call(), ""
+        except Exception as exc:  # noqa: BLE001 - re-raised unless an equivalent kernel exists
+            fallback = self.equivalent_kernels(exc)
+            if fallback is None:
+                raise
+            context, description = fallback
+            with context:
+                return call(), description
+
     # ---- numpy boundary, shared by all frameworks --------------------------------------
     def scalar(self, y) -> float:
         a = self.to_numpy(y)
@@ -206,6 +240,17 @@ class Adapter:
     def jvp_np(self, f, xs, vs, compiled=False):
         y, t = self.jvp_fn(f, compiled)(xs, vs)
         return self.scalar(y), self.scalar(t)
+
+    @staticmethod
+    def defined_outside(path, packages) -> bool:
+        """Is the source file ``path`` outside every one of the framework ``packages`` (modules)?"""
+        import os
+
+        if not path:
+            return False
+        path = os.path.realpath(path)
+        roots = [os.path.realpath(os.path.dirname(getattr(m, "__file__", "") or "")) for m in packages]
+        return not any(r and path.startswith(r + os.sep) for r in roots)
 
     def hvp_np(self, f, xs, vs, compiled=False, method="fwd-over-rev"):
         return self.shaped_np(self.hvp_fn(f, compiled, method)(xs, vs), xs, f"{method} HVP")

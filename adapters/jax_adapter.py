@@ -384,6 +384,30 @@ class JaxAdapter(Adapter):
                 return y, ()
         return value_and_grad
 
+    def custom_gradients(self, f, xs):
+        """custom_vjp / custom_jvp calls in f's jaxpr whose rule is defined outside JAX and the
+        libraries built on it (jax.nn's own custom_jvp rules are the framework's)."""
+        import sys
+
+        packages = [m for name in ("jax", "flax", "equinox", "optax", "keras") if (m := sys.modules.get(name))]
+        found = set()
+
+        def walk(jaxpr):
+            for eqn in jaxpr.eqns:
+                if eqn.primitive.name.startswith(("custom_vjp", "custom_jvp")):
+                    info = getattr(getattr(eqn.params.get("call_jaxpr"), "jaxpr", None), "debug_info", None)
+                    where = getattr(info, "func_src_info", "") or ""
+                    name, _, path = where.partition(" at ")
+                    if self.defined_outside(path.rsplit(":", 1)[0], packages):
+                        found.add(f"jax.{eqn.primitive.name.removesuffix('_call')} {name or '?'}")
+                for value in eqn.params.values():
+                    for sub in value if isinstance(value, (tuple, list)) else (value,):
+                        inner = getattr(sub, "jaxpr", sub)
+                        if hasattr(inner, "eqns"):
+                            walk(inner)
+        walk(jax.make_jaxpr(f)(*xs).jaxpr)
+        return sorted(found)
+
     def jvp_fn(self, f, compiled):
         def jvp(xs, vs):
             return jax.jvp(f, xs, vs)

@@ -437,6 +437,26 @@ class TensorflowAdapter(Adapter):
             return y, tuple(grads)
         return self._maybe_compile(value_and_grad, f, "grad", compiled)
 
+    def custom_gradients(self, f, xs):
+        """tf.custom_gradient ops in f's graph entered from outside TensorFlow and Keras (the
+        frame that called the decorated function)."""
+        import sys
+
+        graph = tf.function(f, autograph=False).get_concrete_function(
+            *[tf.TensorSpec(x.shape, x.dtype) for x in xs]).graph
+        found = set()
+        for op in graph.get_operations():
+            try:
+                op.get_attr("_gradient_op_type")
+            except (ValueError, TypeError):
+                continue
+            frames = list(op.traceback)
+            entry = next((k for k, fr in enumerate(frames) if fr.filename.endswith("custom_gradient.py")), 0)
+            caller = frames[entry - 1] if entry > 0 else None
+            if caller is not None and self.defined_outside(caller.filename, [tf] + [m for m in [sys.modules.get("keras")] if m]):
+                found.add(f"tf.custom_gradient called from {caller.name}")
+        return sorted(found)
+
     def jvp_fn(self, f, compiled):
         def jvp(xs, vs):
             with tf.autodiff.ForwardAccumulator(primals=list(xs), tangents=list(vs)) as acc:

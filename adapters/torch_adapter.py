@@ -271,6 +271,15 @@ class TorchAdapter(Adapter):
     UNSUPPORTED_PATTERNS = ("functorch transforms", "forward AD", "doesn't have storage", "setup_context", "jvp is not implemented",
                             "not implemented for forward")
 
+    KNOWN_FAILURES = {
+        "ZeroTensors are immutable": "pytorch/pytorch#123996: the forward-AD formula of F.mse_loss's backward "
+                                     "(reduction='mean') divides in place into a ZeroTensor when the target "
+                                     "carries no tangent",
+    }
+    #: fused CPU kernels without forward-mode AD, whose composite equivalents have it
+    FUSED_WITHOUT_FORWARD_AD = ("_scaled_dot_product_flash_attention_for_cpu", "_scaled_dot_product_",
+                                "mkldnn_rnn_layer", "mkldnn_")
+
     def __init__(self):
         super().__init__()
         self.ops = TorchOps()
@@ -394,6 +403,45 @@ class TorchAdapter(Adapter):
             return y.detach(), tuple(torch.zeros_like(x) if g is None else g
                                      for g, x in zip(grads, leaves))
         return value_and_grad
+
+    def equivalent_kernels(self, exc):
+        """The math SDPA backend and the native (non-oneDNN) RNN kernels compute the same
+        functions as the fused CPU kernels, as compositions of ops that have forward-mode AD."""
+        text = str(exc)
+        if "forward AD" not in text or not any(k in text for k in self.FUSED_WITHOUT_FORWARD_AD):
+            return None
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+
+        stack = contextlib.ExitStack()
+        stack.enter_context(sdpa_kernel(SDPBackend.MATH))
+        stack.enter_context(torch.backends.mkldnn.flags(enabled=False))
+        kernel = text.split(" with ", 1)[-1].split(" ", 1)[0] if " with " in text else "a fused kernel"
+        return stack, (f"{kernel} has no forward-mode AD: recomputed with the math attention backend and the "
+                       "native (non-oneDNN) kernels, which compute the same function")
+
+    def custom_gradients(self, f, xs):
+        """autograd.Function nodes in the graph of f at xs whose class is defined outside torch."""
+        leaves = [x.detach().requires_grad_(True) for x in xs]
+        with torch.enable_grad():
+            y = f(*leaves)
+        found, seen, stack = [], set(), [getattr(y, "grad_fn", None)]
+        while stack:
+            node = stack.pop()
+            if node is None or id(node) in seen:
+                continue
+            seen.add(id(node))
+            cls = getattr(node, "_forward_cls", None)
+            if cls is not None:
+                import inspect
+
+                try:
+                    source = inspect.getsourcefile(cls)
+                except TypeError:
+                    source = None
+                if self.defined_outside(source, [torch]):
+                    found.append(f"autograd.Function {cls.__qualname__}")
+            stack.extend(n for n, _ in getattr(node, "next_functions", ()))
+        return sorted(set(found))
 
     def jvp_fn(self, f, compiled):
         fn = self._compile(f, f) if compiled else f

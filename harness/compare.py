@@ -11,6 +11,7 @@ Checks (the ``check`` field of a record):
   reference    a gradient at another dtype/device/mode vs the same framework's float64 reference
   compiled     a compiled gradient vs the eager one at the same dtype, device and precision
   pairwise     framework vs framework at the same device, dtype, mode and precision
+  forward      the two frameworks' forward values (the loss) in each pairwise setting
   timing       forward and forward+backward times (param = the phase); always `pass` when measured
 """
 from __future__ import annotations
@@ -22,6 +23,7 @@ import functools
 
 import numpy as np
 
+from . import coverage
 from .plan import is_reference
 from .tolerance import Tolerance, gradient_norm, gradient_scale, lookup
 
@@ -32,6 +34,10 @@ CAUSES = {
     "default-semantics": "the case compares native defaults that differ between frameworks (an approximation, an epsilon)",
     "nan-propagation": "NaN or inf in one result only (e.g. from an unselected `where` branch)",
     "nondeterminism": "the same computation twice gave different gradients",
+    "framework-error": "the framework's own autodiff raised on standard ops (a framework bug, not the case's code)",
+    "custom-gradient": "a custom gradient the case defines cannot be differentiated as the case declares",
+    "different-function": "each framework agrees with its own finite differences, but their forward values differ: "
+                          "the frameworks compute different functions",
 }
 
 #: same computation twice may differ by this much (relative to the gradient's scale) before it
@@ -174,10 +180,8 @@ def build_records(rows: list, cases: dict, arrays_dir) -> list:
     observations = [Observation(r, arrays_dir) for r in rows]
     records = []
     by_key = {o.key: o for o in observations}
-    reference_of = {}
-    for o in observations:
-        if o.ok and is_reference(o):
-            reference_of[(o.case, o.framework)] = o
+    reference_task = {(o.case, o.framework): o for o in observations if is_reference(o)}
+    reference_of = {k: o for k, o in reference_task.items() if o.ok}
     fd_verdicts = {}
     for o in observations:
         case = cases.get(o.case)
@@ -200,25 +204,35 @@ def build_records(rows: list, cases: dict, arrays_dir) -> list:
             records += _complex(o, lookup("float64", overrides), lookup("float64", overrides, key="fd"))
         if o.row.get("hvp") and not _stage_failed(o, "hvp", records):
             records += _hvp(o, lookup("float64", overrides, key="fd"))
-        ref = reference_of.get((o.case, o.framework))
-        if ref is not None and ref is not o:
-            records += _against(o, ref, "reference", lookup(o.dtype, overrides))
+        ref = reference_task.get((o.case, o.framework))
+        if not is_reference(o):
+            if ref is None:
+                records.append(_unobserved(o, "reference", "the float64 reference task has no observation"))
+            elif ref.ok:
+                records += _against(o, ref, "reference", lookup(o.dtype, overrides))
+            else:
+                records.append(_not_compared(o, ref, "reference"))
         eager = by_key.get((o.case, o.framework, o.device, o.dtype, "eager", o.precision))
-        if o.mode == "compiled" and eager is not None and eager.ok:
-            records += _against(o, eager, "compiled", lookup(o.dtype, overrides))
+        if o.mode == "compiled" and eager is not None:
+            records += (_against(o, eager, "compiled", lookup(o.dtype, overrides)) if eager.ok
+                        else [_not_compared(o, eager, "compiled")])
     # framework vs framework at the same device, dtype, mode and precision
     groups: dict = {}
     for o in observations:
-        if o.ok:
-            groups.setdefault((o.case, o.device, o.dtype, o.mode, o.precision), []).append(o)
+        groups.setdefault((o.case, o.device, o.dtype, o.mode, o.precision), []).append(o)
     for members in groups.values():
         members.sort(key=lambda o: o.framework)
         for a, b in combinations(members, 2):
-            overrides = getattr(cases.get(a.case), "tolerance", None)
-            records += _against(a, b, "pairwise", lookup(a.dtype, overrides), other=b)
+            if a.ok and b.ok:
+                overrides = getattr(cases.get(a.case), "tolerance", None)
+                records += _against(a, b, "pairwise", lookup(a.dtype, overrides), other=b)
+                records.append(_forward(a, b, lookup(a.dtype, overrides)))
+            elif a.ok or b.ok:
+                failed = b if a.ok else a
+                records += [_not_compared(a, failed, check, other=b) for check in ("pairwise", "forward")]
     _label_causes(records, cases, reference_of, fd_verdicts)
     _confirm_policy(records)
-    return records
+    return records + coverage.gap_records(records, rows, cases)
 
 
 def _stage_failed(o: Observation, stage: str, records: list) -> bool:
@@ -227,7 +241,7 @@ def _stage_failed(o: Observation, stage: str, records: list) -> bool:
     if not isinstance(info, dict) or info.get("status") not in ("skipped", "error"):
         return False
     rec = _base_record(o, stage, "*")
-    rec.update(verdict=info["status"], cause=None, message=info.get("reason", ""))
+    rec.update(verdict=info["status"], cause=info.get("cause"), message=info.get("reason", ""))
     records.append(rec)
     return True
 
@@ -267,7 +281,7 @@ def _jvp(o: Observation, tol: Tolerance) -> list:
     if not j:
         return []
     comparison = compare_arrays(np.array([j["tangent"]]), np.array([j["expected"]]), tol, j["scale"] or 1.0)
-    rec = _record(o, "jvp", "*", comparison, tol)
+    rec = _record(o, "jvp", "*", comparison, tol, message=j.get("kernels", ""))
     rec["worst_index"] = []
     if comparison.verdict == "diverge":
         if o.reduced_precision:
@@ -385,24 +399,91 @@ def _hvp(o: Observation, tol: Tolerance) -> list:
         rec = _base_record(o, "hvp", "*")
         rec.update(verdict="skipped", cause=None, method=method, message=f"{method}: {reason}")
         out.append(rec)
+    for method, failed in info.get("failed", {}).items():
+        rec = _base_record(o, "hvp", "*")
+        rec.update(verdict="error", cause=failed.get("cause"), method=method, message=f"{method}: {failed['reason']}",
+                   **({"upstream": failed["upstream"]} if failed.get("upstream") else {}))
+        out.append(rec)
+    for rec in out:
+        kernels = (info.get("kernels") or {}).get(rec.get("method"))
+        if kernels and rec["verdict"] != "skipped":
+            rec["message"] += f"; {kernels}"
     return out
 
 
 def _against(o: Observation, ref: Observation, check: str, tol: Tolerance, other=None) -> list:
+    """One record per parameter of either side; a parameter that cannot be compared (missing on
+    one side, shapes or dtypes that differ) is an `error` record saying why, never dropped."""
     got, expected, scale = o.grads, ref.grads, ref.grad_scale
     out = []
-    for param, g in got.items():
-        if param not in expected or expected[param].shape != g.shape:
-            continue
-        comparison = compare_arrays(g, expected[param], tol, scale)
-        rec = _record(o, check, param, comparison, tol)
-        if other is not None:
-            rec.update(other_framework=other.framework, other_framework_version=other.row.get("version"),
-                       other_policy=other.row.get("policy") or {})
+    for param in list(got) + [p for p in expected if p not in got]:
+        why = _incomparable(param, got.get(param), expected.get(param), o, ref)
+        if why:
+            rec = _base_record(o, check, param)
+            rec.update(verdict="error", cause=None, message=why)
         else:
-            rec["reference"] = f"{ref.framework} {ref.dtype} {ref.device} {ref.mode}"
-        out.append(rec)
+            rec = _record(o, check, param, compare_arrays(got[param], expected[param], tol, scale), tol)
+        out.append(_counterpart(rec, ref, other))
     return out
+
+
+def _incomparable(param, g, e, o, ref) -> str:
+    """Why two gradients of ``param`` cannot be compared elementwise ('' when they can)."""
+    def who(x):
+        return f"{x.framework} {x.dtype} {x.mode}"
+    if g is None or e is None:
+        return f"cannot compare {param!r}: {who(o if g is None else ref)} has no gradient for it"
+    if g.shape != e.shape:
+        return f"cannot compare {param!r}: shapes {tuple(g.shape)} ({who(o)}) vs {tuple(e.shape)} ({who(ref)})"
+    for x, a in ((o, g), (ref, e)):
+        if not (np.issubdtype(a.dtype, np.floating) or np.issubdtype(a.dtype, np.complexfloating)):
+            return f"cannot compare {param!r}: {who(x)} gave a {a.dtype} gradient, not a floating-point one"
+    return ""
+
+
+def _counterpart(rec: dict, ref: Observation, other) -> dict:
+    """Name what ``rec`` was held against: the other framework, or the reference setting."""
+    if other is not None:
+        rec.update(other_framework=other.framework, other_framework_version=other.row.get("version"),
+                   other_policy=other.row.get("policy") or {})
+    else:
+        rec["reference"] = f"{ref.framework} {ref.dtype} {ref.device} {ref.mode}"
+    return rec
+
+
+def _forward(a: Observation, b: Observation, tol: Tolerance) -> dict:
+    """The two frameworks' forward values (the loss) at the same point: if these differ, the
+    frameworks compute different functions, whatever their gradients say."""
+    if a.row.get("value") is None or b.row.get("value") is None:
+        rec = _base_record(a, "forward", "*")
+        rec.update(verdict="error", cause=None, message="cannot compare the forward values: "
+                   f"{a.framework if a.row.get('value') is None else b.framework} recorded none")
+        return _counterpart(rec, b, b)
+    va, vb = float(a.row["value"]), float(b.row["value"])
+    scale = max(abs(va) if np.isfinite(va) else 0.0, abs(vb) if np.isfinite(vb) else 0.0,
+                float(a.row.get("value_scale") or 0.0), float(b.row.get("value_scale") or 0.0)) or 1.0
+    comparison = compare_arrays(np.array([va]), np.array([vb]), tol, scale)
+    rec = _counterpart(_record(a, "forward", "*", comparison, tol,
+                               message=f"loss {va:.8g} ({a.framework}) vs {vb:.8g} ({b.framework})"), b, b)
+    rec["worst_index"] = []
+    return rec
+
+
+def _not_compared(o: Observation, failed: Observation, check: str, other=None) -> dict:
+    """A check of ``o`` that needs a task that did not run (``failed``, which may be ``o`` itself
+    in a pair): `skipped`, saying which task and why; that task's `run` record has its verdict."""
+    status = failed.row.get("status", "error")
+    reason = (failed.row.get("reason") or "").strip().splitlines()[:1]
+    return _unobserved(o, check, f"the {failed.framework} {failed.dtype} {failed.device} {failed.mode} task "
+                                 f"did not run ({status}{': ' + reason[0] if reason else ''})", failed, other)
+
+
+def _unobserved(o: Observation, check: str, why: str, counterpart=None, other=None) -> dict:
+    rec = _base_record(o, check, "*")
+    rec.update(verdict="skipped", cause=None, message=f"not compared: {why}")
+    if other is not None or counterpart is not None:
+        _counterpart(rec, counterpart, other)
+    return rec
 
 
 def _label_causes(records, cases, reference_of, fd_verdicts):

@@ -83,6 +83,8 @@ def run(adapter, case: Case, task: dict) -> tuple[dict, dict]:
                             f"so its gradient means nothing and no gradient check was made")
     grads = problem.to_canonical(native_grads)
     obs["value"] = value
+    # the size of the terms the loss sums, to first order: the scale its rounding is measured on
+    obs["value_scale"] = float(sum(np.nansum(np.abs(g * x)) for g, x in zip(grads, problem.canonical.values())))
     for name, g in zip(problem.wrt, grads):
         arrays[f"grad/{name}"] = g
 
@@ -93,16 +95,15 @@ def run(adapter, case: Case, task: dict) -> tuple[dict, dict]:
         obs["nondeterminism"] = max(_difference(a, g) for a, g in zip(again, grads))
 
     if task.get("timing"):
-        obs["timing"] = _guarded(adapter, _timing, adapter, problem, task, compiled, grad_call, first_grad_call)
+        obs["timing"] = _guarded(adapter, _timing, problem, task, compiled, grad_call, first_grad_call)
 
     if task.get("jvp", True):
-        obs["jvp"] = _guarded(adapter, _jvp, adapter, problem, case, task, grads, compiled)
+        obs["jvp"] = _guarded(adapter, _jvp, problem, case, task, grads, compiled)
 
     if task.get("fd"):
-        obs["fd"] = _guarded(adapter, _finite_differences, adapter, problem, case, task, value, arrays,
-                             native_grads)
+        obs["fd"] = _guarded(adapter, _finite_differences, problem, case, task, value, arrays, native_grads)
         if SECOND_ORDER_TAG in case.tags:
-            obs["hvp"] = _guarded(adapter, _hvp, adapter, problem, case, task, arrays)
+            obs["hvp"] = _guarded(adapter, _hvp, problem, case, task, arrays)
     return obs, arrays
 
 
@@ -146,16 +147,62 @@ def _timing(adapter, problem, task, compiled, grad_call, first_grad_call):
     return {"forward": forward.as_dict(), "forward+backward": backward.as_dict(), "preset": task["timing"]}
 
 
-def _guarded(adapter, check, *args):
-    """One check failing must not cost the task its other results: a transform the function
-    does not support (forward mode through a custom reverse-only gradient) is `skipped`,
-    anything else an `error`, each with its reason."""
+def _guarded(adapter, check, problem, *args):
+    """One check failing must not cost the task its other results: each failure becomes the
+    check's own `skipped` or `error` status with its reason (see ``failure``)."""
     try:
-        return check(*args)
+        return check(adapter, problem, *args)
     except Exception as exc:  # noqa: BLE001
-        reason = adapter.unsupported_reason(exc)
-        status = "skipped" if reason else "error"
-        return {"status": status, "reason": reason or f"{type(exc).__name__}: {exc}".strip()[:500]}
+        return failure(adapter, problem, exc, declared=False)
+
+
+def failure(adapter, problem, exc, declared: bool) -> dict:
+    """Why a transform failed, as {status, reason, cause}:
+
+    - through a custom gradient the case defines (autograd.Function, custom_vjp,
+      tf.custom_gradient): the case's doing: an `error` with cause `custom-gradient` when the
+      case ``declared`` the transform must work (twice-differentiable), else `skipped` where the
+      framework says the rule lacks the transform;
+    - raised inside the case's own code: an `error` with the framework's message;
+    - a transform the framework does not offer here (forward mode through a fused kernel with no
+      equivalent kernel): `skipped`, saying which;
+    - anything else is the framework's own autodiff raising on its standard ops: an `error` with
+      cause `framework-error` (and the upstream report where the adapter knows the bug).
+    """
+    text = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"[:400].strip()
+    unsupported = adapter.unsupported_reason(exc)
+    try:
+        custom = adapter.custom_gradients(problem.f, problem.xs)
+    except Exception:  # noqa: BLE001 - the graph cannot be inspected: no custom gradient is named
+        custom = []
+    if custom:
+        status = "error" if declared or not unsupported else "skipped"
+        return {"status": status, "cause": "custom-gradient" if status == "error" else None,
+                "reason": f"through the case's custom gradient ({', '.join(custom)}): {text}"}
+    if _raised_in(exc, problem.case):
+        return {"status": "error", "cause": None, "reason": f"raised in the case's code: {text}"}
+    if unsupported:
+        return {"status": "skipped", "cause": None, "reason": unsupported}
+    upstream = adapter.known_failure(exc)
+    return {"status": "error", "cause": "framework-error",
+            "reason": f"{adapter.name}'s own autodiff raised on standard ops: {text}"
+                      + (f" (known upstream bug: {upstream})" if upstream else ""),
+            **({"upstream": upstream} if upstream else {})}
+
+
+def _raised_in(exc, case) -> bool:
+    """Did ``exc`` come out of a frame of the case's own functions' source files?"""
+    files = set()
+    for fn in [case.make, case.loss, *(case.native or {}).values()]:
+        code = getattr(fn, "__code__", None)
+        if code is not None:
+            files.add(code.co_filename)
+    tb = exc.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code.co_filename in files:
+            return True
+        tb = tb.tb_next
+    return False
 
 
 def _random_direction(problem, case, task, purpose) -> list:
@@ -167,11 +214,13 @@ def _random_direction(problem, case, task, purpose) -> list:
 def _jvp(adapter, problem, case, task, grads, compiled):
     """Forward mode along one seeded random direction vs <reverse-mode gradient, v>."""
     direction = _random_direction(problem, case, task, "jvp")
-    value, tangent = adapter.jvp_np(problem.f, problem.xs, problem.to_native(direction), compiled)
+    (value, tangent), kernels = adapter.with_equivalent_kernels(
+        lambda: adapter.jvp_np(problem.f, problem.xs, problem.to_native(direction), compiled))
     # what the reverse-mode gradient predicts, and the scale a rounding error is measured against
     expected = float(sum(np.sum(g * d) for g, d in zip(grads, direction)))
     scale = gradient_norm(grads)
-    return {"tangent": tangent, "expected": expected, "scale": scale, "value": value}
+    return {"tangent": tangent, "expected": expected, "scale": scale, "value": value,
+            **({"kernels": kernels} if kernels else {})}
 
 
 def _finite_differences(adapter, problem, case, task, value, arrays, native_grads):
@@ -285,13 +334,20 @@ def _hvp(adapter, problem, case, task, arrays):
     """Hessian-vector products, each method the framework has, vs FD of the gradient."""
     direction = _random_direction(problem, case, task, "hvp")
     native_dir = problem.to_native(direction)
-    info = {"methods": [], "skipped": {}}
+    info = {"methods": [], "skipped": {}, "failed": {}, "kernels": {}}
     for method in HVP_METHODS:
         try:
-            hv = problem.to_canonical(adapter.hvp_np(problem.f, problem.xs, native_dir, method=method))
+            hv, kernels = adapter.with_equivalent_kernels(
+                lambda: adapter.hvp_np(problem.f, problem.xs, native_dir, method=method))
         except Exception as exc:  # noqa: BLE001
-            info["skipped"][method] = adapter.unsupported_reason(exc) or f"{type(exc).__name__}: {exc}"[:300]
+            # the case declares it is twice differentiable: a refusal is a failure, not a skip
+            failed = failure(adapter, problem, exc, declared=True)
+            info["failed" if failed["status"] == "error" else "skipped"][method] = (
+                failed if failed["status"] == "error" else failed["reason"])
             continue
+        hv = problem.to_canonical(hv)
+        if kernels:
+            info["kernels"][method] = kernels
         info["methods"].append(method)
         for name, a in zip(problem.wrt, hv):
             arrays[f"hvp_{method}/{name}"] = a

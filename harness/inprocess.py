@@ -34,8 +34,9 @@ def installed() -> list:
 
 
 def run_case(case, frameworks=None, dtypes=("float64", "float32"), modes=("eager",), seed=0,
-             fd_mode="auto") -> list:
-    """Check records for one case on CPU (same records as `harness run` would write)."""
+             fd_mode="auto", observations: list | None = None) -> list:
+    """Check records for one case on CPU (same records as `harness run` would write);
+    ``observations``, a list, receives the observation rows they were judged from."""
     from adapters.base import Unsupported
 
     frameworks = [fw for fw in (frameworks or installed()) if fw in case.frameworks([fw])]
@@ -51,7 +52,8 @@ def run_case(case, frameworks=None, dtypes=("float64", "float32"), modes=("eager
                 is_ref = (dtype, mode) == (REFERENCE["dtype"], REFERENCE["mode"])
                 task = {"dtype": dtype, "mode": mode, "seed": seed, "fd": is_ref, "fd_mode": fd_mode}
                 row = {"case": case.name, "framework": fw, "device": "cpu", "dtype": dtype, "mode": mode,
-                       "precision": "default", "version": a.version(), "policy": a.precision_policy()}
+                       "precision": "default", "version": a.version(), "policy": a.precision_policy(),
+                       "task": {"fd": is_ref, "fd_mode": fd_mode, "timing": None}}
                 try:
                     obs, arrays = execute.run(a, case, task)
                     name = f"{fw}-{dtype}-{mode}.npz"
@@ -63,4 +65,6 @@ def run_case(case, frameworks=None, dtypes=("float64", "float32"), modes=("eager
                     row.update(status="error", reason=f"{type(exc).__name__}: {exc}",
                                traceback="".join(traceback.format_exception(exc)[-4:]))
                 rows.append(row)
+        if observations is not None:
+            observations.extend(rows)
         return compare.build_records(rows, {case.name: case}, arrays_dir)

@@ -48,6 +48,11 @@ class Task:
     def is_reference(self) -> bool:
         return is_reference(self)
 
+    @property
+    def settings(self) -> dict:
+        """What this task was asked to check (kept with its observation: harness.coverage)."""
+        return {"fd": self.fd, "fd_mode": self.fd_mode, "timing": self.timing}
+
     def message(self, arrays_path: str) -> dict:
         return {"id": self.id, "case": self.case, "source": self.source, "framework": self.framework,
                 "device": self.device, "dtype": self.dtype, "mode": self.mode,

@@ -23,7 +23,7 @@ from tabulate import tabulate
 from .compare import CAUSES
 from .records import VERDICTS, as_float
 
-CHECK_ORDER = ("run", "fd", "complex", "jvp", "hvp", "determinism", "reference", "compiled", "pairwise")
+CHECK_ORDER = ("run", "fd", "complex", "jvp", "hvp", "determinism", "reference", "compiled", "pairwise", "forward")
 SEVERITY = {"nan": 0, "error": 1, "diverge": 2, "skipped": 3, "pass": 4}
 FAILING = ("diverge", "nan", "error")
 #: which verdict a matrix cell shows when its checks differ: the worst, but a pass over a skip
@@ -50,6 +50,8 @@ CHECK_HELP = {
                "where the function is complex-analytic (`--fd complex`)",
     "compiled": "a compiled gradient (torch.compile, jax.jit, tf.function(jit_compile=True)) vs the eager one",
     "pairwise": "two frameworks at the same device, dtype, mode and precision",
+    "forward": "the two frameworks' forward values (the loss) in each pairwise setting: where these differ, "
+               "the frameworks compute different functions",
     "timing": "forward and forward+backward median time per call: a measurement, not a verdict",
 }
 
@@ -414,7 +416,7 @@ def agreement_matrix(case_records) -> str:
     for r in case_records:
         if r["check"] == "timing" or r.get("device") == "-":
             continue
-        col = f"{r['framework']} ~ {r['other_framework']}" if r["check"] == "pairwise" else r["framework"]
+        col = f"{r['framework']} ~ {r['other_framework']}" if r.get("other_framework") else r["framework"]
         if col not in columns:
             columns.append(col)
         row = (r["device"], r["dtype"], r["mode"], r["precision"])
@@ -621,6 +623,7 @@ def _run_section(meta) -> list:
         rows = [[w.get("framework", ""), w.get("device", ""), w.get("precision", ""), str(w.get("version", "")),
                  str(w.get("device_name", "")),
                  ", ".join(f"{k}={v}" for k, v in (w.get("policy") or {}).items())] for w in workers]
+        rows = sorted(rows)   # the order workers started in is a race; the report must not be
         table = _table(rows, ["framework", "device", "precision", "version", "device name", "policy"])
         if len(rows) > FOLD_ROWS:
             lines += _fold("workers and precision policies", [table], len(rows))

@@ -182,7 +182,7 @@ def execute(settings: Settings, resume: Path | None = None, progress=None) -> tu
     def emit(task, message):
         row = {"case": task.case, "source": task.source, "framework": task.framework,
                "device": task.device, "dtype": task.dtype, "mode": task.mode,
-               "precision": task.precision, "fd": None, **message}
+               "precision": task.precision, "fd": None, "task": task.settings, **message}
         try:
             obs_file.write(json.dumps(row, default=str) + "\n")
             obs_file.flush()

@@ -11,6 +11,7 @@ import pytest
 
 from adapters import FRAMEWORKS
 from cases import expected
+from harness import coverage
 from harness.inprocess import adapter, installed, run_case
 from harness.loader import builtin_cases
 from harness.ops_spec import OPS
@@ -104,12 +105,16 @@ def test_every_neutral_op_is_used_by_an_op_case():
 def test_op_case_agrees_or_diverges_as_expected(case):
     if not INSTALLED:
         pytest.skip("no framework installed")
-    records = run_case(case, dtypes=("float64", "float32"))
+    rows = []
+    records = run_case(case, dtypes=("float64", "float32"), observations=rows)
     entries = [e for e in ENTRIES if e.case == case.name and e.frameworks <= INSTALLED]
     problems = [_new(r) for r in expected.unexpected(records, entries)]
     problems += [_gone(e) for e in expected.unobserved(records, entries)]
     problems += [f"SKIPPED WITHOUT A REASON {_where(r)}" for r in records
                  if r["verdict"] == "skipped" and not (r.get("message") or "").strip()]
+    # the completeness invariant over the op library: no check missing, none extra
+    problems += [f"NOT RECORDED {k}" for k in coverage.gaps(records, rows, {case.name: case})]
+    problems += [f"NOT PLANNED {k}" for k in coverage.extras(records, rows, {case.name: case})]
     ran = {r["framework"] for r in records}
     problems += [f"NO RECORD for {fw}" for fw in sorted(set(case.frameworks(INSTALLED)) - ran)]
     assert not problems, "\n".join(problems)

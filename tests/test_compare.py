@@ -58,7 +58,8 @@ def _obs(tmp_path, fw, grads, *, dtype="float64", device="cpu", policy=None, nam
     fname = f"{fw}-{dtype}-{device}.npz"
     np.savez(tmp_path / fname, **{f"grad/{k}": v for k, v in grads.items()})
     return {"case": "c", "framework": fw, "device": device, "dtype": dtype, "mode": "eager",
-            "precision": "default", "status": "ok", "arrays": fname, "version": "1", "policy": policy or {}}
+            "precision": "default", "status": "ok", "arrays": fname, "version": "1", "policy": policy or {},
+            "value": 1.0, "nondeterminism": 0.0, "jvp": {"tangent": 1.0, "expected": 1.0, "scale": 1.0}}
 
 
 def test_precision_policy_cause_from_recorded_policy(tmp_path):

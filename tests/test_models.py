@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from adapters import FRAMEWORKS
-from harness import Case, execute, inprocess
+from harness import Case, coverage, execute, inprocess
 
 MODULES = ("models_dense", "models_cnn", "models_rnn", "models_attention")
 CASES = {c.name: c for m in MODULES for c in importlib.import_module(f"cases.{m}").CASES}
@@ -64,7 +64,12 @@ def records(name):
     with warnings.catch_warnings():
         # torch.func.vmap over the fused CPU attention kernel falls back to a loop, and says so
         warnings.filterwarnings("ignore", message=".*batching rule.*")
-        return tuple(inprocess.run_case(CASES[name]))
+        rows = []
+        recs = tuple(inprocess.run_case(CASES[name], observations=rows))
+        # the completeness invariant over the model library: no check missing, none extra
+        assert coverage.gaps(recs, rows, {name: CASES[name]}) == []
+        assert coverage.extras(recs, rows, {name: CASES[name]}) == []
+        return recs
 
 
 def describe(rec):
