@@ -24,21 +24,10 @@ import functools
 import numpy as np
 
 from . import coverage
+from .causes import CAUSES, label  # noqa: F401 - CAUSES re-exported: the verdicts' vocabulary
 from .plan import is_reference
 from .tolerance import Tolerance, gradient_norm, gradient_scale, lookup
 
-CAUSES = {
-    "ad-bug": "autodiff disagrees with finite differences at a point where the function is smooth",
-    "nondiff-convention": "the point is not differentiable and frameworks pick different (sub)gradients there",
-    "precision-policy": "float32 work ran in reduced precision (TF32 or a bf16 matmul pass) under the framework's default policy",
-    "default-semantics": "the case compares native defaults that differ between frameworks (an approximation, an epsilon)",
-    "nan-propagation": "NaN or inf in one result only (e.g. from an unselected `where` branch)",
-    "nondeterminism": "the same computation twice gave different gradients",
-    "framework-error": "the framework's own autodiff raised on standard ops (a framework bug, not the case's code)",
-    "custom-gradient": "a custom gradient the case defines cannot be differentiated as the case declares",
-    "different-function": "each framework agrees with its own finite differences, but their forward values differ: "
-                          "the frameworks compute different functions",
-}
 
 #: same computation twice may differ by this much (relative to the gradient's scale) before it
 #: counts as nondeterministic: 0 on CPU, where every framework here is bitwise reproducible
@@ -60,6 +49,7 @@ class Comparison:
     fd_err: float | None = None
     outside_hull: int = 0        # nondiff elements whose autodiff value is outside the one-sided limits
     nonfinite_side: str = ""
+    nonfinite_at_kinks: bool = False  # every NaN/inf mismatch is at a non-differentiable element
 
 
 def _index(flat_index: int, shape) -> list:
@@ -67,12 +57,14 @@ def _index(flat_index: int, shape) -> list:
 
 
 def compare_arrays(got, expected, tol: Tolerance, scale: float, fd_error=None, nondiff=None,
-                   left=None, right=None) -> Comparison:
+                   left=None, right=None, kinks=None) -> Comparison:
     """Elementwise: |got - expected| <= atol * scale + rtol * |expected| (+ FD's error estimate).
 
     Where ``nondiff`` marks an element, the FD value is no derivative: the element passes when
     autodiff lies within the one-sided limits [left, right] (any subgradient convention), and
-    counts as ``outside_hull`` otherwise.
+    counts as ``outside_hull`` otherwise. ``kinks`` (default: ``nondiff``) marks the elements
+    finite differences found non-differentiable, only to tell whether every NaN/inf mismatch is
+    at one of them (``nonfinite_at_kinks``).
     """
     got = np.asarray(got, dtype=np.float64)
     expected = np.asarray(expected, dtype=np.float64)
@@ -96,6 +88,9 @@ def compare_arrays(got, expected, tol: Tolerance, scale: float, fd_error=None, n
             err = np.where(nd & inside, 0.0, err)
             nd_count = int(nd.sum())
     bad = bad | mismatch_nonfinite
+    kinks = nondiff if kinks is None else kinks
+    at_kinks = bool(mismatch_nonfinite.any() and kinks is not None
+                    and not (mismatch_nonfinite & ~np.asarray(kinks, dtype=bool).reshape(-1)).any())
     ratio = np.where(mismatch_nonfinite, np.inf, err / np.maximum(allowed, 1e-300))
     worst = int(np.argmax(ratio)) if ratio.size else 0
     verdict = "nan" if mismatch_nonfinite.any() else ("diverge" if bad.any() else "pass")
@@ -107,7 +102,7 @@ def compare_arrays(got, expected, tol: Tolerance, scale: float, fd_error=None, n
         verdict=verdict, max_abs_err=max_abs, max_rel_err=max_abs / scale if scale else max_abs,
         worst_index=_index(worst, shape), got=float(g[worst]) if g.size else None,
         expected=float(e[worst]) if e.size else None, elements=int(g.size), bad_elements=int(bad.sum()),
-        nondiff_elements=nd_count, outside_hull=hull_bad, nonfinite_side=side,
+        nondiff_elements=nd_count, outside_hull=hull_bad, nonfinite_side=side, nonfinite_at_kinks=at_kinks,
         fd_err=float(np.asarray(fd_error).reshape(-1)[worst]) if fd_error is not None and g.size else None)
 
 
@@ -170,8 +165,16 @@ def _record(obs, check, param, comparison: Comparison, tol: Tolerance, **extra) 
                nondiff_elements=comparison.nondiff_elements, fd_err=comparison.fd_err, message="")
     rec.update(extra)
     if comparison.verdict == "nan":
-        rec["cause"] = "nan-propagation"
+        # NaN where the function has a kink is a convention (a subgradient vs NaN), not propagation
+        rec["cause"] = "nondiff-convention" if comparison.nonfinite_at_kinks else "nan-propagation"
     return rec
+
+
+def _kink_message(rec: dict, left, right, who: str) -> str:
+    """What each side chose at a non-differentiable element, beside its one-sided limits."""
+    where = tuple(rec["worst_index"]) if rec["worst_index"] else ()
+    limits = f"one-sided limits {float(np.asarray(left)[where]):.6g} and {float(np.asarray(right)[where]):.6g}"
+    return f"not differentiable at {list(where)} ({limits}): {who}"
 
 
 def build_records(rows: list, cases: dict, arrays_dir) -> list:
@@ -182,13 +185,12 @@ def build_records(rows: list, cases: dict, arrays_dir) -> list:
     by_key = {o.key: o for o in observations}
     reference_task = {(o.case, o.framework): o for o in observations if is_reference(o)}
     reference_of = {k: o for k, o in reference_task.items() if o.ok}
-    fd_verdicts = {}
     for o in observations:
         case = cases.get(o.case)
         overrides = getattr(case, "tolerance", None)
         if not o.ok:
             rec = _base_record(o, "run", "*")
-            rec.update(verdict=o.row.get("status", "error"), cause=None, message=o.row.get("reason", ""),
+            rec.update(verdict=o.row.get("status", "error"), cause=o.row.get("cause"), message=o.row.get("reason", ""),
                        traceback=o.row.get("traceback", ""))
             records.append(rec)
             continue
@@ -198,9 +200,7 @@ def build_records(rows: list, cases: dict, arrays_dir) -> list:
         if not _stage_failed(o, "jvp", records):
             records += _jvp(o, lookup(o.dtype, overrides))
         if o.row.get("fd") and not _stage_failed(o, "fd", records):
-            fd_records = _fd(o, lookup("float64", overrides, key="fd"))
-            fd_verdicts[(o.case, o.framework)] = fd_records
-            records += fd_records
+            records += _fd(o, lookup("float64", overrides, key="fd"))
             records += _complex(o, lookup("float64", overrides), lookup("float64", overrides, key="fd"))
         if o.row.get("hvp") and not _stage_failed(o, "hvp", records):
             records += _hvp(o, lookup("float64", overrides, key="fd"))
@@ -209,7 +209,7 @@ def build_records(rows: list, cases: dict, arrays_dir) -> list:
             if ref is None:
                 records.append(_unobserved(o, "reference", "the float64 reference task has no observation"))
             elif ref.ok:
-                records += _against(o, ref, "reference", lookup(o.dtype, overrides))
+                records += _against(o, ref, "reference", lookup(o.dtype, overrides), fd_refs=[ref])
             else:
                 records.append(_not_compared(o, ref, "reference"))
         eager = by_key.get((o.case, o.framework, o.device, o.dtype, "eager", o.precision))
@@ -225,14 +225,35 @@ def build_records(rows: list, cases: dict, arrays_dir) -> list:
         for a, b in combinations(members, 2):
             if a.ok and b.ok:
                 overrides = getattr(cases.get(a.case), "tolerance", None)
-                records += _against(a, b, "pairwise", lookup(a.dtype, overrides), other=b)
-                records.append(_forward(a, b, lookup(a.dtype, overrides)))
+                refs = [r for r in (reference_of.get((a.case, a.framework)), reference_of.get((b.case, b.framework))) if r]
+                records += _against(a, b, "pairwise", lookup(a.dtype, overrides), other=b, fd_refs=refs)
+                records.append(_forward(a, b, lookup(a.dtype, overrides), refs))
             elif a.ok or b.ok:
                 failed = b if a.ok else a
                 records += [_not_compared(a, failed, check, other=b) for check in ("pairwise", "forward")]
-    _label_causes(records, cases, reference_of, fd_verdicts)
-    _confirm_policy(records)
+    label(records, observations, cases)
+    _mark_known(records, cases)
     return records + coverage.gap_records(records, rows, cases)
+
+
+def _mark_known(records: list, cases: dict) -> None:
+    """A failing record of a built-in case that cases/expected_divergences.toml lists as a
+    framework bug reported upstream keeps its verdict and cause and gains ``known`` (the entry's
+    reason) and ``upstream``: it is reported, but does not fail the run's exit code by itself (a
+    bug only its framework can fix must not keep every gate red). Other listed divergences
+    (conventions, defaults) still fail: the library cases are there to show them."""
+    builtin = {name for name, c in cases.items() if getattr(c, "source", "") == "builtin"}
+    if not any(r["case"] in builtin and r["verdict"] in ("diverge", "nan", "error") for r in records):
+        return
+    from cases import expected
+
+    entries = [e for e in expected.load() if e.case in builtin and e.upstream]
+    for rec in records:
+        if rec["case"] in builtin and rec["verdict"] in expected.FAILING:
+            entry = next((e for e in entries if e.matches(rec)), None)
+            if entry is not None:
+                rec["known"] = entry.reason
+                rec.setdefault("upstream", entry.upstream)
 
 
 def _stage_failed(o: Observation, stage: str, records: list) -> bool:
@@ -328,22 +349,59 @@ def _fd(o: Observation, tol: Tolerance) -> list:
     refined = o.arrays("fd_refined")
     out = []
     for param, g in grads.items():
+        kinks = continuous_kinks(nondiff[param], left[param], right[param], scale)
         comparison = compare_arrays(g, estimate[param], tol, scale, fd_error=error[param],
-                                    nondiff=nondiff[param], left=left[param], right=right[param])
+                                    nondiff=nondiff[param], left=left[param], right=right[param], kinks=kinks)
         rec = _record(o, "fd", param, comparison, tol, fd_mode="full")
         if param in refined:
             rec["fd_refined"] = int(refined[param].sum())
         if comparison.nondiff_elements:
             rec["message"] = (f"{comparison.nondiff_elements} non-differentiable element(s) judged by "
                               f"one-sided limits")
+        if comparison.verdict == "nan" and comparison.nonfinite_at_kinks:
+            rec["message"] = _kink_message(rec, left[param], right[param], f"{o.framework} returns {comparison.got}")
         if comparison.verdict == "diverge":
             if comparison.outside_hull and comparison.outside_hull == comparison.bad_elements:
                 rec["cause"] = "nondiff-convention"
                 rec["message"] = "autodiff lies outside the one-sided limits at a non-differentiable point"
+            elif symmetric_agreement(g, estimate[param], tol, scale, error[param]):
+                rec["cause"] = "default-semantics"
+                rec["message"] = (f"agrees with finite differences along symmetric perturbations only: {o.framework} "
+                                  "treats this matrix as symmetric (its gradient convention for a symmetric input)")
             else:
                 rec["cause"] = "ad-bug"
         out.append(rec)
     return out
+
+
+#: one-sided limits beyond this multiple of the gradient's scale are a jump (they grow as 1/step),
+#: not the slopes of a kink
+JUMP_SLOPE = 1e3
+
+
+def continuous_kinks(nondiff, left, right, scale: float):
+    """The non-differentiable elements where f is continuous (a kink: finite one-sided slopes
+    of the gradient's size), as opposed to a jump or a singularity (slopes of size 1/step)."""
+    with np.errstate(invalid="ignore"):
+        bounded = np.isfinite(left) & np.isfinite(right) & (np.maximum(np.abs(left), np.abs(right)) <= JUMP_SLOPE * scale)
+    return np.asarray(nondiff, dtype=bool) & bounded
+
+
+def _symmetrised(a):
+    a = np.asarray(a, dtype=np.float64)
+    return (a + np.swapaxes(a, -1, -2)) / 2
+
+
+def symmetric_agreement(got, expected, tol: Tolerance, scale: float, fd_error=None) -> bool:
+    """Do two gradients of a square-matrix parameter agree once both are projected onto
+    symmetric matrices (the directions a symmetric input can move in)? Linear algebra on a
+    symmetric input (cholesky, eigh) reads one triangle, and frameworks return that read's
+    gradient, its symmetrised form, or a triangular one: conventions, not errors."""
+    got, expected = np.asarray(got), np.asarray(expected)
+    if got.ndim < 2 or got.shape[-1] != got.shape[-2] or got.shape[-1] < 2 or got.shape != expected.shape:
+        return False
+    err = None if fd_error is None else _symmetrised(np.asarray(fd_error)) * 2
+    return compare_arrays(_symmetrised(got), _symmetrised(expected), tol, scale, fd_error=err).verdict == "pass"
 
 
 def _complex(o: Observation, tol: Tolerance, fd_tol: Tolerance) -> list:
@@ -411,9 +469,11 @@ def _hvp(o: Observation, tol: Tolerance) -> list:
     return out
 
 
-def _against(o: Observation, ref: Observation, check: str, tol: Tolerance, other=None) -> list:
+def _against(o: Observation, ref: Observation, check: str, tol: Tolerance, other=None, fd_refs=()) -> list:
     """One record per parameter of either side; a parameter that cannot be compared (missing on
-    one side, shapes or dtypes that differ) is an `error` record saying why, never dropped."""
+    one side, shapes or dtypes that differ) is an `error` record saying why, never dropped.
+    ``fd_refs``: the reference observations whose finite differences say where the function has
+    kinks (a NaN there is a convention)."""
     got, expected, scale = o.grads, ref.grads, ref.grad_scale
     out = []
     for param in list(got) + [p for p in expected if p not in got]:
@@ -422,9 +482,37 @@ def _against(o: Observation, ref: Observation, check: str, tol: Tolerance, other
             rec = _base_record(o, check, param)
             rec.update(verdict="error", cause=None, message=why)
         else:
-            rec = _record(o, check, param, compare_arrays(got[param], expected[param], tol, scale), tol)
+            kinks, left, right = _kinks(fd_refs, param, got[param].shape)
+            comparison = compare_arrays(got[param], expected[param], tol, scale, kinks=kinks)
+            rec = _record(o, check, param, comparison, tol)
+            if comparison.verdict == "nan" and comparison.nonfinite_at_kinks:
+                rec["message"] = _kink_message(rec, left, right, f"{o.framework} gives {comparison.got}, "
+                                                                 f"{ref.framework} gives {comparison.expected}")
+            elif comparison.verdict == "diverge" and symmetric_agreement(got[param], expected[param], tol, scale):
+                rec["cause"] = "default-semantics"
+                rec["message"] = (f"{o.framework} and {ref.framework} agree along symmetric perturbations only: they "
+                                  "differ in the gradient convention for a symmetric matrix input")
         out.append(_counterpart(rec, ref, other))
     return out
+
+
+def _kinks(fd_refs, param, shape) -> tuple:
+    """(mask, left, right): elements any of ``fd_refs`` found non-differentiable, with the
+    one-sided limits there; (None, None, None) where none has full finite differences."""
+    mask = left = right = None
+    for ref in fd_refs:
+        nd = ref.arrays("fd_nondiff").get(param)
+        if nd is None or nd.shape != tuple(shape):
+            continue
+        lo, hi = ref.arrays("fd_left")[param], ref.arrays("fd_right")[param]
+        nd = continuous_kinks(nd, lo, hi, ref.grad_scale)
+        if mask is None:
+            mask, left, right = nd, lo.copy(), hi.copy()
+        else:
+            new = nd & ~mask
+            left, right = np.where(new, lo, left), np.where(new, hi, right)
+            mask = mask | nd
+    return mask, left, right
 
 
 def _incomparable(param, g, e, o, ref) -> str:
@@ -451,9 +539,11 @@ def _counterpart(rec: dict, ref: Observation, other) -> dict:
     return rec
 
 
-def _forward(a: Observation, b: Observation, tol: Tolerance) -> dict:
+def _forward(a: Observation, b: Observation, tol: Tolerance, references=()) -> dict:
     """The two frameworks' forward values (the loss) at the same point: if these differ, the
-    frameworks compute different functions, whatever their gradients say."""
+    frameworks compute different functions, whatever their gradients say. Below float64 the
+    frameworks' own rounding (each value against its float64 reference's) is allowed on top
+    of the dtype's tolerance: an ill-conditioned loss rounds far beyond it in float32."""
     if a.row.get("value") is None or b.row.get("value") is None:
         rec = _base_record(a, "forward", "*")
         rec.update(verdict="error", cause=None, message="cannot compare the forward values: "
@@ -462,7 +552,12 @@ def _forward(a: Observation, b: Observation, tol: Tolerance) -> dict:
     va, vb = float(a.row["value"]), float(b.row["value"])
     scale = max(abs(va) if np.isfinite(va) else 0.0, abs(vb) if np.isfinite(vb) else 0.0,
                 float(a.row.get("value_scale") or 0.0), float(b.row.get("value_scale") or 0.0)) or 1.0
-    comparison = compare_arrays(np.array([va]), np.array([vb]), tol, scale)
+    rounding = None
+    if a.dtype != "float64" and len(references) == 2:
+        own = [abs(float(x.row["value"]) - float(r.row["value"])) for x, r in zip((a, b), references)
+               if x.row.get("value") is not None and r.row.get("value") is not None]
+        rounding = np.array([sum(own)]) if len(own) == 2 and np.isfinite(sum(own)) else None
+    comparison = compare_arrays(np.array([va]), np.array([vb]), tol, scale, fd_error=rounding)
     rec = _counterpart(_record(a, "forward", "*", comparison, tol,
                                message=f"loss {va:.8g} ({a.framework}) vs {vb:.8g} ({b.framework})"), b, b)
     rec["worst_index"] = []
@@ -484,75 +579,3 @@ def _unobserved(o: Observation, check: str, why: str, counterpart=None, other=No
     if other is not None or counterpart is not None:
         _counterpart(rec, counterpart, other)
     return rec
-
-
-def _label_causes(records, cases, reference_of, fd_verdicts):
-    """Name a cause for each failing record where the evidence allows."""
-    off_reference = {(r["case"], r["framework"], r["device"], r["dtype"], r["mode"], r["precision"], r["param"])
-                     for r in records if r["check"] == "reference" and r["verdict"] == "diverge"}
-    for rec in records:
-        # a cause already established (ad-bug, nondiff-convention, nondeterminism, and
-        # nan-propagation, which every nan verdict is given where it is made) stands
-        if rec["verdict"] not in ("diverge", "nan") or rec.get("cause"):
-            continue
-        case = cases.get(rec["case"])
-        tags = getattr(case, "tags", ())
-        frameworks = [rec["framework"]] + ([rec["other_framework"]] if rec.get("other_framework") else [])
-        # a framework whose own autodiff fails its FD check explains a disagreement with it
-        buggy = [fw for fw in frameworks
-                 if any(r["verdict"] != "pass" and r.get("cause") == "ad-bug"
-                        for r in fd_verdicts.get((rec["case"], fw), []))]
-        if buggy:
-            rec["cause"] = "ad-bug"
-            rec["message"] = f"{', '.join(buggy)} fails its finite-difference check"
-            continue
-        if rec["check"] in ("pairwise", "reference") and _at_kinks(rec, reference_of, frameworks):
-            rec["cause"] = "nondiff-convention"
-            rec["message"] = "differs only at non-differentiable elements"
-            continue
-        reduced = [fw for fw, pol in ((rec["framework"], rec.get("policy")),
-                                      (rec.get("other_framework"), rec.get("other_policy")))
-                   if fw and (pol or {}).get("reduced_precision_float32") and rec["dtype"] == "float32"]
-        # of those, the ones whose own gradient moved off their float64 reference
-        moved = [fw for fw in reduced if (rec["case"], fw, rec["device"], rec["dtype"], rec["mode"],
-                                          rec["precision"], rec["param"]) in off_reference]
-        reduced = moved or reduced
-        if reduced:
-            rec["cause"] = "precision-policy"
-            rec["message"] = f"{', '.join(reduced)} computed float32 in reduced precision (TF32-style policy)"
-            continue
-        if "default-semantics" in tags:
-            rec["cause"] = "default-semantics"
-
-
-def _at_kinks(rec, reference_of, frameworks) -> bool:
-    """Is the worst element one that finite differences found non-differentiable?"""
-    for fw in frameworks:
-        ref = reference_of.get((rec["case"], fw))
-        if ref is None or not ref.row.get("fd") or rec["param"] == "*":
-            continue
-        mask = ref.arrays("fd_nondiff").get(rec["param"])
-        if mask is not None and mask.size and rec["worst_index"] is not None:
-            if bool(mask[tuple(rec["worst_index"])]):
-                return True
-    return False
-
-
-def _confirm_policy(records):
-    """A precision-policy divergence that vanishes under --precision highest is confirmed."""
-    def key(r):
-        return (r["case"], r["framework"], r.get("other_framework"), r["device"], r["dtype"], r["mode"],
-                r["check"], r["param"])
-    highest = {key(r): r for r in records if r.get("precision") == "highest"}
-    for rec in records:
-        if rec.get("cause") != "precision-policy" or rec["precision"] != "default":
-            continue
-        twin = highest.get(key(rec))
-        if twin is None:
-            rec["message"] += "; rerun with --precision default,highest to confirm"
-        elif twin["verdict"] == "pass":
-            rec["message"] += (f"; confirmed: passes under --precision highest "
-                               f"(max rel err {twin['max_rel_err']:.1e})")
-        else:
-            rec["cause"] = None
-            rec["message"] += "; but it persists under --precision highest, so the policy is not the cause"

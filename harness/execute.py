@@ -74,7 +74,11 @@ def run(adapter, case: Case, task: dict) -> tuple[dict, dict]:
         result = grad_call(*problem.xs)
         adapter.sync(result)
     except Exception as exc:
-        _explain_loss_output(adapter, problem, exc)
+        if _explain_loss_output(adapter, problem, exc):
+            # the forward runs: the framework's autodiff itself failed (or a custom gradient)
+            why = failure(adapter, problem, exc, declared=False)
+            if why["status"] == "error" and why["cause"]:
+                raise AutodiffError(why["reason"], why["cause"]) from exc
         raise
     first_grad_call = time.perf_counter() - start
     value, native_grads = adapter.grad_result_np(result, problem.xs)
@@ -107,14 +111,24 @@ def run(adapter, case: Case, task: dict) -> tuple[dict, dict]:
     return obs, arrays
 
 
+class AutodiffError(RuntimeError):
+    """The gradient itself failed where the forward runs: ``cause`` says whose doing it is
+    (framework-error, custom-gradient), so the task's `run` record carries it."""
+
+    def __init__(self, reason: str, cause: str):
+        super().__init__(reason)
+        self.cause = cause
+
+
 class NonFiniteLoss(ArithmeticError):
     """The loss is NaN or inf at the case's point: a fault of the case (or of the dtype's range),
     reported as an `error` record saying so rather than as NaN gradients everywhere."""
 
 
-def _explain_loss_output(adapter, problem, exc):
+def _explain_loss_output(adapter, problem, exc) -> bool:
     """Autodiff failed: if that is because the loss is not a real scalar (a vector, an integer,
-    a complex number), raise that plain statement instead of the framework's own message."""
+    a complex number), raise that plain statement instead of the framework's own message.
+    Returns whether the forward itself runs."""
     from adapters.base import ScalarError
 
     try:
@@ -122,7 +136,8 @@ def _explain_loss_output(adapter, problem, exc):
     except ScalarError as bad:
         raise bad from exc
     except Exception:  # noqa: BLE001 - the forward fails too: the original error says more
-        return
+        return False
+    return True
 
 
 def _difference(a, b) -> float:
@@ -273,6 +288,12 @@ def _finite_differences(adapter, problem, case, task, value, arrays, native_grad
                 for part in ("estimate", "error", "left", "right", "nondiff"):
                     arrays[f"fd_localised/{part}"] = found[part]
                 info["evaluations"] += 4 * found["probes"] + 4 * len(found["flat_index"])
+    sigma = fd.noise_level(
+        lambda dirs, steps: adapter.evaluate_directions_np(problem.f, problem.xs, dirs, steps, native_points),
+        native_points, case_rng(task["seed"], case.name, "noise"))
+    # relative to the loss and to the terms it sums (a loss that cancels to ~0 is not noisier)
+    scale = max(abs(value), float(sum(np.nansum(np.abs(g * x)) for g, x in zip(native_grads, native_points))))
+    info["noise"] = {"sigma": sigma, "relative": sigma / scale if scale > 0 else sigma}
     if with_complex_step:
         info["complex"] = _complex_step(adapter, problem, case, task, arrays, native_points)
     info["seconds"] = time.perf_counter() - start

@@ -278,3 +278,42 @@ def localise(evaluate_directions, evaluate_elementwise, params: list, f0: float,
     est, err, left, right, nondiff = _stencil(evaluate_elementwise, i, params[i].reshape(-1), idx, f0, 4 * idx.size)
     return {"param": i, "flat_index": idx, "estimate": est, "error": err, "left": left, "right": right,
             "nondiff": nondiff, "probes": probes}
+
+
+# ---- noise of the function itself (Moré & Wild's ECnoise) -----------------------------------------
+#: relative spacing of the noise probe's points: far above float64 rounding, far below any
+#: curvature that a sixth difference could see (its smooth part is ~(8 * NOISE_STEP)**6)
+NOISE_STEP = 1e-7
+NOISE_POINTS = 10
+
+
+def noise_level(evaluate_directions, params: list, rng: np.random.Generator) -> float:
+    """The standard deviation of f's rounding noise along a short ray from the point, or NaN
+    where the values are not noise-like.
+
+    f is evaluated at x + k * NOISE_STEP * d (k = 1..NOISE_POINTS, d_i = +-max(|x_i|, 1e-3): a
+    relative move per element); the k-th differences of pure noise of deviation s have deviation
+    s / sqrt(gamma_k), gamma_k = (k!)^2 / (2k)!. As in Moré & Wild's ECnoise, the estimate is
+    accepted only where the fifth and sixth differences both change sign and agree within a
+    factor of 4: a function that is merely steep there (log near 0) has differences of one sign
+    that grow with the order, and gives NaN, not a noise level. The point itself (k = 0) is left
+    out, so a kink or a jump exactly there (a tie, a clip bound) adds nothing. A function
+    computed in float64 shows ~1e-16 of its scale; one computed through float32 ~1e-8.
+    """
+    from math import factorial
+
+    dirs = [np.sign(rng.standard_normal(p.shape)) * np.maximum(np.abs(p), 1e-3) for p in params]
+    steps = NOISE_STEP * np.arange(1, NOISE_POINTS + 1, dtype=np.float64)
+    values = np.asarray(evaluate_directions([np.repeat(d[None], NOISE_POINTS, axis=0) for d in dirs], steps),
+                        dtype=np.float64)
+    if not np.isfinite(values).all():
+        return float("nan")
+    sigma = {}
+    for k in (5, 6):
+        diff = np.diff(values, n=k)
+        if not (diff.max() > 0 > diff.min()) and np.any(diff):
+            return float("nan")
+        sigma[k] = float(np.sqrt(factorial(k) ** 2 / factorial(2 * k) * np.mean(diff ** 2)))
+    if sigma[6] == 0.0:
+        return 0.0
+    return sigma[6] if 0.25 <= sigma[5] / sigma[6] <= 4.0 else float("nan")

@@ -63,7 +63,8 @@ def run_case(case, frameworks=None, dtypes=("float64", "float32"), modes=("eager
                     row.update(status="skipped", reason=str(exc))
                 except Exception as exc:  # noqa: BLE001 - reported as an error record
                     row.update(status="error", reason=f"{type(exc).__name__}: {exc}",
-                               traceback="".join(traceback.format_exception(exc)[-4:]))
+                               traceback="".join(traceback.format_exception(exc)[-4:]),
+                               **({"cause": exc.cause} if isinstance(exc, execute.AutodiffError) else {}))
                 rows.append(row)
         if observations is not None:
             observations.extend(rows)

@@ -189,7 +189,8 @@ def main(argv=None) -> int:
         except Unsupported as exc:
             reply.update(status="skipped", reason=str(exc))
         except Exception as exc:  # noqa: BLE001 - any failure of a case is a record, not a crash
-            reply.update(status="error", reason=reason_for(exc), traceback=_tail(exc))
+            reply.update(status="error", reason=reason_for(exc), traceback=_tail(exc),
+                         **({"cause": exc.cause} if isinstance(exc, execute.AutodiffError) else {}))
         reply["policy"] = adapter.precision_policy()
         reply["seconds"] = time.perf_counter() - start
         _send(protocol, reply)

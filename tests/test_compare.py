@@ -74,3 +74,110 @@ def test_precision_policy_cause_from_recorded_policy(tmp_path):
     assert {(r["check"], r["framework"]) for r in bad} == {("reference", "jax"), ("pairwise", "jax")}
     assert all(r["cause"] == "precision-policy" for r in bad)
     assert all("rerun with --precision default,highest" in r["message"] for r in bad)
+
+
+# ---- causes: precision-loss, NaN at a kink, symmetric conventions, different functions -------------------
+def _fd_obs(tmp_path, fw, grads, *, estimate=None, nondiff=None, left=None, right=None, noise=1e-16, value=1.0):
+    """A float64 reference observation with full finite differences."""
+    fname = f"{fw}-ref.npz"
+    estimate = grads if estimate is None else estimate
+    arrays = {f"grad/{k}": v for k, v in grads.items()}
+    for k, e in estimate.items():
+        arrays.update({f"fd_estimate/{k}": e, f"fd_error/{k}": np.zeros_like(e),
+                       f"fd_nondiff/{k}": np.zeros(e.shape, bool) if nondiff is None else nondiff[k],
+                       f"fd_left/{k}": e if left is None else left[k], f"fd_right/{k}": e if right is None else right[k],
+                       f"fd_refined/{k}": np.zeros(e.shape, bool)})
+    np.savez(tmp_path / fname, **arrays)
+    return {"case": "c", "framework": fw, "device": "cpu", "dtype": "float64", "mode": "eager", "precision": "default",
+            "status": "ok", "arrays": fname, "version": "1", "policy": {}, "value": value, "nondeterminism": 0.0,
+            "jvp": {"tangent": 1.0, "expected": 1.0, "scale": 1.0}, "params": {k: list(v.shape) for k, v in grads.items()},
+            "fd": {"mode": "full", "noise": {"sigma": noise, "relative": noise}}}
+
+
+def _failing(records, **fields):
+    return [r for r in records if r["verdict"] != "pass" and all(r.get(k) == v for k, v in fields.items())]
+
+
+def test_a_float64_outlier_of_three_frameworks_is_precision_loss_even_within_tolerance(tmp_path):
+    g = np.linspace(1.0, 2.0, 6)
+    rows = [_fd_obs(tmp_path, "jax", {"w": g}), _fd_obs(tmp_path, "torch", {"w": g * (1 + 1e-16)}),
+            _fd_obs(tmp_path, "tensorflow", {"w": g * (1 + 3e-9)})]   # within rtol 1e-7
+    bad = _failing(build_records(rows, {}, tmp_path), check="pairwise")
+    assert {(r["framework"], r["other_framework"]) for r in bad} == {("jax", "tensorflow"), ("tensorflow", "torch")}
+    assert all(r["cause"] == "precision-loss" and "tensorflow's float64 result" in r["message"] for r in bad)
+    # two frameworks only, each measured float64-clean (noise 1e-16): a float32-sized distance
+    # is neither rounding nor conditioning, so one of them lost precision (which one, nothing says)
+    two = _failing(build_records(rows[::2], {}, tmp_path), check="pairwise")
+    assert [(r["cause"], "no third framework" in r["message"]) for r in two] == [("precision-loss", True)]
+    # ... but where their evaluations are noisy at that level (an ill-conditioned point), it is
+    # conditioning, and within tolerance nothing fails
+    noisy = [_fd_obs(tmp_path, "jax", {"w": g}, noise=1e-10),
+             _fd_obs(tmp_path, "tensorflow", {"w": g * (1 + 3e-9)}, noise=1e-10)]
+    assert not _failing(build_records(noisy, {}, tmp_path), check="pairwise")
+
+
+def test_frameworks_that_agree_at_float64_rounding_raise_no_precision_loss(tmp_path):
+    g = np.linspace(1.0, 2.0, 6)
+    rows = [_fd_obs(tmp_path, fw, {"w": g * (1 + k * 2e-16)}) for k, fw in enumerate(("jax", "torch", "tensorflow"))]
+    assert not _failing(build_records(rows, {}, tmp_path))
+
+
+def test_a_noisy_float64_evaluation_is_precision_loss_not_an_autodiff_bug(tmp_path):
+    g = np.linspace(1.0, 2.0, 6)
+    rows = [_fd_obs(tmp_path, "jax", {"w": g * (1 + 3e-8)}, estimate={"w": g * (1 + 3e-5)}, noise=2e-9),
+            _fd_obs(tmp_path, "torch", {"w": g}, noise=2e-16)]
+    records = build_records(rows, {}, tmp_path)
+    fd = _failing(records, check="fd")
+    assert [(r["framework"], r["cause"]) for r in fd] == [("jax", "precision-loss")]
+    assert "float32-level rounding noise (2.0e-09" in fd[0]["message"]
+    assert {r["cause"] for r in _failing(records, check="pairwise")} == {"precision-loss"}
+
+
+def test_nan_at_a_kink_is_a_nondiff_convention_naming_each_choice(tmp_path):
+    """The norm of a zero row: torch returns the subgradient 0, jax NaN."""
+    g = np.array([[0.0, 0.0], [0.6, 0.8]])
+    nd = np.array([[True, True], [False, False]])
+    left, right = np.array([[-0.7, -0.7], [0.6, 0.8]]), np.array([[0.7, 0.7], [0.6, 0.8]])
+    rows = [_fd_obs(tmp_path, "torch", {"x": g}, nondiff={"x": nd}, left={"x": left}, right={"x": right}),
+            _fd_obs(tmp_path, "jax", {"x": np.where(nd, np.nan, g)}, estimate={"x": g}, nondiff={"x": nd},
+                    left={"x": left}, right={"x": right})]
+    records = build_records(rows, {}, tmp_path)
+    (fd,) = _failing(records, check="fd")
+    assert fd["verdict"] == "nan" and fd["cause"] == "nondiff-convention"
+    assert "not differentiable at [0, 0] (one-sided limits -0.7 and 0.7): jax returns nan" in fd["message"]
+    (pair,) = _failing(records, check="pairwise")
+    assert pair["cause"] == "nondiff-convention" and "jax gives nan, torch gives 0.0" in pair["message"]
+
+
+def test_nan_at_a_jump_stays_nan_propagation(tmp_path):
+    g = np.array([0.0, 1.0])
+    nd = np.array([True, False])
+    jump = np.array([1e6, 1.0])       # one-sided slopes of size 1/step: a discontinuity
+    rows = [_fd_obs(tmp_path, "jax", {"x": np.array([np.nan, 1.0])}, estimate={"x": g}, nondiff={"x": nd},
+                    left={"x": jump}, right={"x": jump})]
+    (fd,) = _failing(build_records(rows, {}, tmp_path), check="fd")
+    assert fd["verdict"] == "nan" and fd["cause"] == "nan-propagation"
+
+
+def test_a_symmetric_matrix_gradient_convention_is_default_semantics(tmp_path):
+    """cholesky of a symmetric input reads its lower triangle; torch returns the symmetrised gradient."""
+    lower = np.array([[1.0, 0.0], [0.6, 2.0]])
+    sym = (lower + lower.T) / 2
+    rows = [_fd_obs(tmp_path, "torch", {"a": sym}, estimate={"a": lower}),
+            _fd_obs(tmp_path, "jax", {"a": lower})]
+    records = build_records(rows, {}, tmp_path)
+    assert {(r["check"], r["cause"]) for r in _failing(records)} == {("fd", "default-semantics"),
+                                                                    ("pairwise", "default-semantics")}
+    # a gradient wrong along symmetric directions too is an autodiff bug
+    rows = [_fd_obs(tmp_path, "torch", {"a": sym * 1.1}, estimate={"a": lower})]
+    assert [r["cause"] for r in _failing(build_records(rows, {}, tmp_path), check="fd")] == ["ad-bug"]
+
+
+def test_gradients_of_different_functions_are_labelled_by_their_forward_values(tmp_path):
+    g = np.linspace(1.0, 2.0, 6)
+    rows = [_fd_obs(tmp_path, "torch", {"w": g}, value=8.1831036), _fd_obs(tmp_path, "jax", {"w": g * 1.3}, value=7.6874271)]
+    records = build_records(rows, {}, tmp_path)
+    (pair,) = _failing(records, check="pairwise")
+    assert pair["cause"] == "different-function" and "8.1831036" in pair["message"] and "7.6874271" in pair["message"]
+    (fwd,) = _failing(records, check="forward")
+    assert fwd["cause"] == "different-function"

@@ -97,3 +97,23 @@ def test_the_records_of_a_library_case_cover_exactly_its_checks(case):
     assert coverage.extras(records, rows, {case.name: case}) == []
     checks = {r["check"] for r in records}
     assert {"determinism", "jvp", "fd", "reference", "pairwise", "forward"} <= checks
+
+
+def test_harness_report_flags_a_check_missing_from_the_results(tmp_path):
+    import json
+
+    from tests.helpers import harness
+
+    run = tmp_path / "run"
+    proc = harness("run", "--cases", "linear_mse", "--frameworks", "torch", "--dtypes", "float64", "--timing", "off",
+                   "--quiet", "--out", run)
+    assert proc.returncode in (0, 1), proc.stderr
+    results = run / "results.jsonl"
+    lines = results.read_text().splitlines()
+    kept = [line for line in lines if json.loads(line)["check"] != "jvp"]
+    assert len(kept) == len(lines) - 1
+    results.write_text("\n".join(kept) + "\n")
+    proc = harness("report", run)
+    assert proc.returncode == 0, proc.stderr
+    assert "1 check(s) the observations imply have no record" in proc.stderr
+    assert NOT_RECORDED in (run / "report.md").read_text()

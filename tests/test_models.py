@@ -32,13 +32,9 @@ FORWARD_EXCEPTIONS = {
         1e-8, "tf.nn.gelu(approximate=False) casts 1/sqrt(2) through float32, even for float64 input"),
 }
 #: checks a framework may skip, with the reason it gives: (case, framework, check) -> fragment
-ALLOWED_SKIPS = {
-    # torch's CPU LSTM in float32 runs oneDNN's mkldnn_rnn_layer, which has no forward-mode AD
-    ("lstm_seq", "torch", "jvp"): "mkldnn_rnn_layer",
-    # TransformerEncoderLayer calls attention with need_weights=False: the fused CPU SDPA kernel,
-    # which has no forward-mode AD (mha_self uses the default need_weights=True path, which does)
-    ("transformer_encoder", "torch", "jvp"): "_scaled_dot_product_flash_attention_for_cpu",
-}
+#: (none: torch's forward mode through its fused CPU attention and RNN kernels now runs on the
+#: equivalent math/native kernels, see test_autodiff_failures)
+ALLOWED_SKIPS: dict = {}
 
 
 def installed():
