@@ -4,8 +4,9 @@ A built-in case either agrees within tolerance in every installed framework or i
 disagreement is listed there with a cause and a one-line reason: real framework differences
 (subgradient conventions, defaults, NaN propagation, bugs) are findings, and listing them is
 how the test suite tells a known finding from a new one. Matching is on the case, the set of
-frameworks a record involves (one for fd/jvp/reference/run checks, two for pairwise) and,
-when the entry names one, the check.
+frameworks a record involves (one for fd/jvp/reference/run checks, two for pairwise/forward)
+and, when the entry names them, the check and the parameter (for a divergence whose cause
+differs between the parameters of one check).
 
 Framework-free: the harness core and the tests can read it without importing a framework.
 """
@@ -22,7 +23,8 @@ except ModuleNotFoundError:  # Python 3.10
 PATH = Path(__file__).with_name("expected_divergences.toml")
 #: the cause labels an entry may carry (harness/compare.py's CAUSES, less nondeterminism:
 #: a CPU run here is bitwise reproducible, so nondeterminism is never expected)
-CAUSES = ("nondiff-convention", "precision-policy", "default-semantics", "nan-propagation", "ad-bug")
+CAUSES = ("nondiff-convention", "precision-policy", "precision-loss", "default-semantics", "different-function",
+          "nan-propagation", "ad-bug", "framework-error", "custom-gradient")
 #: verdicts that need an entry; `skipped` (a framework lacking an op) never does
 FAILING = ("diverge", "nan", "error")
 
@@ -34,13 +36,17 @@ class Divergence:
     cause: str
     reason: str
     check: str | None = None
+    #: the upstream report of a framework bug (an issue or PR), where there is one
+    upstream: str | None = None
+    param: str | None = None
 
     def matches(self, record: dict) -> bool:
         return (record["case"] == self.case and involved(record) == self.frameworks
-                and (self.check is None or record["check"] == self.check))
+                and (self.check is None or record["check"] == self.check)
+                and (self.param is None or record["param"] == self.param))
 
     def describe(self) -> str:
-        check = f", check {self.check}" if self.check else ""
+        check = (f", check {self.check}" if self.check else "") + (f", param {self.param}" if self.param else "")
         return f"{self.case} [{', '.join(sorted(self.frameworks))}{check}] {self.cause}: {self.reason}"
 
 
@@ -56,7 +62,7 @@ def load(path: Path = PATH) -> list[Divergence]:
     entries = []
     for n, raw in enumerate(data.get("divergence", []), 1):
         where = f"{path.name} entry {n} ({raw.get('case', '?')})"
-        unknown = set(raw) - {"case", "frameworks", "check", "cause", "reason"}
+        unknown = set(raw) - {"case", "frameworks", "check", "param", "cause", "reason", "upstream"}
         missing = {"case", "frameworks", "cause", "reason"} - set(raw)
         if unknown or missing:
             raise ValueError(f"{where}: unknown fields {sorted(unknown)}, missing {sorted(missing)}")
@@ -67,7 +73,8 @@ def load(path: Path = PATH) -> list[Divergence]:
         if not str(raw["reason"]).strip():
             raise ValueError(f"{where}: the reason is empty")
         entries.append(Divergence(case=raw["case"], frameworks=frozenset(raw["frameworks"]),
-                                  cause=raw["cause"], reason=raw["reason"].strip(), check=raw.get("check")))
+                                  cause=raw["cause"], reason=raw["reason"].strip(), check=raw.get("check"),
+                                  upstream=raw.get("upstream"), param=raw.get("param")))
     return entries
 
 

@@ -9,7 +9,7 @@ differentiate the symmetric matrix itself: there the frameworks answer a differe
 """
 import numpy as np
 
-from ._opcase import family, weighted
+from ._opcase import family, point_rng, weighted
 
 N = 4
 
@@ -50,8 +50,10 @@ def _random(shape_by_param, out_shape, **inputs):
 
 
 def _fixed(params, out_shape, **inputs):
-    """make(): fixed (edge) params; random weights w; other inputs fixed or drawn."""
+    """make(): fixed (edge) params; fixed pseudo-random weights w and drawn inputs (point_rng:
+    an edge point does not move with the seed); other inputs fixed or drawn."""
     def make(rng):
+        rng = point_rng()
         made = {"w": rng.standard_normal(out_shape)}
         made.update({k: v(rng) if callable(v) else np.asarray(v, dtype=float) for k, v in inputs.items()})
         return {k: np.array(v, dtype=float) for k, v in params.items()}, made

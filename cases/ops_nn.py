@@ -11,7 +11,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from ._opcase import SINGLE_OP_FLOAT64, family, weighted
+from ._opcase import SINGLE_OP_FLOAT64, family, point_rng, weighted
 
 _LABELS = np.array([0, 3, 1, 1, 2])
 
@@ -20,8 +20,11 @@ _case, _edge = family("nn")
 
 def _make(params, out_shape=None, fixed=None, **inputs):
     """make(): params {name: shape} drawn standard normal (or given arrays from ``fixed``),
-    weights w of out_shape, other inputs fixed arrays or drawn by callables."""
+    weights w of out_shape, other inputs fixed arrays or drawn by callables. With every param
+    fixed, the rest is fixed too (point_rng)."""
     def make(rng):
+        if not params:
+            rng = point_rng()
         made = {k: rng.standard_normal(s) for k, s in params.items()}
         made.update({k: np.array(v, dtype=float) for k, v in (fixed or {}).items()})
         ins = {} if out_shape is None else {"w": rng.standard_normal(out_shape)}
@@ -192,7 +195,7 @@ CASES = [
     _edge("attention_fully_masked_row", _make({"q": (1, 2, 2, 3), "k": (1, 2, 4, 3), "v": (1, 2, 4, 3)},
                                               (1, 2, 2, 3), mask=_NOWHERE),
           _op("scaled_dot_product_attention", "q", "k", "v", "mask"),
-          "attention where one query may attend to nothing: output 0, uniform, or NaN",
+          "attention where one query may attend to nothing: output 0, uniform, or NaN", ("default-semantics",),
           tolerance=SINGLE_OP_FLOAT64),
     # ---- native defaults --------------------------------------------------------------
     _case("layer_norm_native_default", _make({"x": (3, 4), "weight": (4,), "bias": (4,)}, (3, 4)), None,

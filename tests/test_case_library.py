@@ -46,8 +46,8 @@ def test_entries_name_built_in_cases_and_known_frameworks():
     names = {c.name for c in BUILTIN}
     bad = [e.describe() for e in ENTRIES if e.case not in names or not e.frameworks <= set(FRAMEWORKS)]
     assert not bad, "entries for unknown cases or frameworks:\n" + "\n".join(bad)
-    keys = [(e.case, e.frameworks, e.check) for e in ENTRIES]
-    dupes = sorted({f"{k[0]} {sorted(k[1])} {k[2]}" for k in keys if keys.count(k) > 1})
+    keys = [(e.case, e.frameworks, e.check, e.param) for e in ENTRIES]
+    dupes = sorted({f"{k[0]} {sorted(k[1])} {k[2]} {k[3]}" for k in keys if keys.count(k) > 1})
     assert not dupes, f"duplicate entries: {dupes}"
 
 
@@ -118,3 +118,23 @@ def test_op_case_agrees_or_diverges_as_expected(case):
     ran = {r["framework"] for r in records}
     problems += [f"NO RECORD for {fw}" for fw in sorted(set(case.frameworks(INSTALLED)) - ran)]
     assert not problems, "\n".join(problems)
+
+
+def test_an_edge_point_is_the_same_at_every_seed():
+    """A case whose params are all fixed edge values draws nothing from the run's seed (its
+    weights included), so its verdicts cannot flip with --seed."""
+    fixed = [c for c in OP_CASES if "edge" in c.tags
+             and all(np.array_equal(a, b) for a, b in zip(c.build(np.random.default_rng(1))[0].values(),
+                                                          c.build(np.random.default_rng(2))[0].values()))]
+    assert len(fixed) >= 20
+    for case in fixed:
+        one, two = (case.build(np.random.default_rng(s)) for s in (1, 2))
+        for a, b in zip(one[1].values(), two[1].values()):
+            assert np.array_equal(np.asarray(a), np.asarray(b)), case.name
+
+
+def test_an_entry_naming_a_param_matches_only_that_param():
+    entry = expected.Divergence(case="c", frameworks=frozenset({"jax", "torch"}), cause="default-semantics",
+                                reason="r", check="pairwise", param="v")
+    rec = {"case": "c", "framework": "jax", "other_framework": "torch", "check": "pairwise", "param": "v"}
+    assert entry.matches(rec) and not entry.matches({**rec, "param": "q"})
