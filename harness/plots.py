@@ -1,5 +1,6 @@
 """Plots linked from the report (matplotlib, PNG, headless): a heatmap of relative gradient
-error per case x (framework, device, dtype, mode), and grouped timing bars per case."""
+error per case x (framework or pair of frameworks, device, dtype, mode) with failing cells
+marked, and grouped timing bars per case."""
 from __future__ import annotations
 
 import os
@@ -47,37 +48,55 @@ def _draw_all(records, folder: Path) -> list:
     return written
 
 
-def error_heatmap(records, path: Path) -> bool:
-    """log10 of the worst relative error vs the float64 reference (or FD for the reference)."""
-    cells = defaultdict(float)
+def _heat_column(r) -> str:
+    setting = f"{r['device']} {r['dtype']}\n{r['mode']}" + ("" if r["precision"] == "default" else f" {r['precision']}")
+    who = f"{r['framework']}~{r['other_framework']}" if r.get("other_framework") else r["framework"]
+    return f"{who}\n{setting}"
+
+
+def heat_cells(records) -> dict:
+    """(case, column) -> (worst relative error, worst verdict there): one column per framework
+    and setting (its fd/reference checks: against the float64 reference, or FD for the
+    reference itself) and one per pair of frameworks (their pairwise checks). The verdict is
+    the cell's, not the colour's: a float64 pair 1e-9 apart is green and may still fail."""
+    cells: dict = {}
+    rank = {"pass": 0, "diverge": 1, "nan": 2}
     for r in records:
-        if r["check"] not in ("fd", "reference") or r["verdict"] in ("error", "skipped"):
+        if r["check"] not in ("fd", "reference", "pairwise") or r["verdict"] not in rank:
             continue
         err = as_float(r.get("max_rel_err"))
-        if not isinstance(err, float):
-            err = 1.0
-        col = f"{r['framework']}\n{r['device']} {r['dtype']}\n{r['mode']}" + (
-            "" if r["precision"] == "default" else f" {r['precision']}")
-        cells[(r["case"], col)] = max(cells[(r["case"], col)], err if np.isfinite(err) else 1.0)
+        err = 1.0 if r["verdict"] == "nan" or not isinstance(err, float) or not np.isfinite(err) else err
+        key = (r["case"], _heat_column(r))
+        old_err, old_verdict = cells.get(key, (0.0, "pass"))
+        cells[key] = (max(old_err, err), max(old_verdict, r["verdict"], key=rank.get))
+    return cells
+
+
+def error_heatmap(records, path: Path) -> bool:
+    """log10 of the worst relative error per case and column (heat_cells); a failing cell is
+    marked ✗, a NaN one reads NaN."""
+    cells = heat_cells(records)
     if not cells:
         return False
     cases = sorted({c for c, _ in cells})
-    cols = sorted({k for _, k in cells})
+    cols = sorted({k for _, k in cells}, key=lambda k: ("~" in k.split("\n")[0], k))
     grid = np.full((len(cases), len(cols)), np.nan)
-    for (c, k), v in cells.items():
+    for (c, k), (v, _) in cells.items():
         grid[cases.index(c), cols.index(k)] = np.log10(max(v, 1e-17))
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(cols) + 2), max(3, 0.35 * len(cases) + 1.5)))
     image = ax.imshow(grid, cmap="viridis", vmin=-17, vmax=0, aspect="auto")
     ax.set_xticks(range(len(cols)), cols, fontsize=7)
     ax.set_yticks(range(len(cases)), cases, fontsize=8)
-    for i in range(len(cases)):
-        for j in range(len(cols)):
-            if np.isfinite(grid[i, j]):
-                ax.text(j, i, f"{grid[i, j]:.0f}", ha="center", va="center", fontsize=6,
-                        color="white" if grid[i, j] < -8 else "black")
-    fig.colorbar(image, ax=ax, label="log10 max relative error vs reference")
-    ax.set_title("Gradient error vs float64 reference (fd for the reference itself)")
+    for (c, k), (_, verdict) in cells.items():
+        i, j = cases.index(c), cols.index(k)
+        text = {"pass": f"{grid[i, j]:.0f}", "diverge": f"✗{grid[i, j]:.0f}", "nan": "NaN"}[verdict]
+        ax.text(j, i, text, ha="center", va="center", fontsize=6,
+                color="red" if verdict != "pass" else ("white" if grid[i, j] < -8 else "black"),
+                fontweight="bold" if verdict != "pass" else "normal")
+    fig.colorbar(image, ax=ax, label="log10 max relative error")
+    ax.set_title("Gradient error: each framework vs its float64 reference (fd for the reference itself), "
+                 "and each pair of frameworks (a~b); ✗ fails", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

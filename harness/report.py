@@ -20,7 +20,7 @@ from collections import Counter, defaultdict
 
 from tabulate import tabulate
 
-from .compare import CAUSES
+from .causes import CAUSES
 from .records import VERDICTS, as_float
 
 CHECK_ORDER = ("run", "fd", "complex", "jvp", "hvp", "determinism", "reference", "compiled", "pairwise", "forward")
@@ -80,6 +80,18 @@ def _where(rec) -> str:
     return f"{_index_text(rec)}: got {_num(rec.get('got'), '.6g')}, expected {_num(rec.get('expected'), '.6g')}"
 
 
+def _err(rec, fmt=".1e") -> str:
+    """The max relative error as the verdict reads: a NaN verdict is NaN, whatever the finite
+    elements' error was."""
+    return "NaN" if rec.get("verdict") == "nan" else _num(rec.get("max_rel_err"), fmt)
+
+
+def _check(rec) -> str:
+    """The check's name, with the kind of fd made where it was not elementwise."""
+    mode = rec.get("fd_mode")
+    return f"{rec['check']} ({mode})" if rec["check"] == "fd" and mode and mode != "full" else rec["check"]
+
+
 def _tolerance(rec) -> str:
     if rec.get("rtol") is None:
         return ""
@@ -137,14 +149,14 @@ def describe(rec) -> str:
     """A failing (or any) record in one line, the way reports, the console and the pytest helper
     say it: ``case X, param w, fd torch float64 cpu: max_rel=3.3e-01 (rtol 1e-06, atol 1e-08),
     worst at (3, 2): got 0.5, expected -0.5, cause ad-bug``."""
-    head = f"case {rec['case']}, param {rec.get('param', '*')}, {rec['check']} {_who(rec)} {_setting(rec)}".rstrip()
+    head = f"case {rec['case']}, param {rec.get('param', '*')}, {_check(rec)} {_who(rec)} {_setting(rec)}".rstrip()
     if rec.get("method"):
         head += f" ({rec['method']})"
     verdict = rec.get("verdict")
     if verdict in ("error", "skipped"):
         reason = (rec.get("message") or "").strip().splitlines()
         return f"{head}: {verdict}: {reason[0] if reason else 'no reason given'}"
-    text = f"{head}: max_rel={_num(rec.get('max_rel_err'), '.2e')}"
+    text = f"{head}: max_rel={_err(rec, '.2e')}"
     if rec.get("rtol") is not None:
         text += f" (tolerance {_tolerance(rec)})"
     if rec.get("worst_index") is not None or rec.get("got") is not None:
@@ -269,8 +281,8 @@ def worst_table(records, bad, limit=SUMMARY_ROWS) -> tuple:
                          _md((worst.get("message") or "").splitlines()[0][:160] if worst.get("message") else "")])
             continue
         rows.append([case, f"`{cause}`" if cause else "not established", what,
-                     f"{worst['param']}: {worst['check']} {_who(worst)}, {_setting(worst)}",
-                     _num(worst.get("max_rel_err")), _tolerance(worst), _where(worst)])
+                     f"{worst['param']}: {_check(worst)} {_who(worst)}, {_setting(worst)}",
+                     _err(worst), _tolerance(worst), _where(worst)])
     return _table(rows, ["case", "cause", "failing checks", "worst", "max rel err", "tolerance",
                          "worst element"]), len(groups)
 
@@ -379,8 +391,8 @@ def _divergences(bad) -> list:
     lines = ["## Divergences", ""]
     if not bad:
         return lines + ["None: every gradient agrees with its reference and across frameworks within tolerance.", ""]
-    rows = [[r["case"], r["param"], r["check"], _who(r), _setting(r) or "-",
-             f"{_num(r.get('max_rel_err'))} ({_tolerance(r)})" if r.get("rtol") is not None else _num(r.get("max_rel_err")),
+    rows = [[r["case"], r["param"], _check(r), _who(r), _setting(r) or "-",
+             f"{_err(r)} ({_tolerance(r)})" if r.get("rtol") is not None else _err(r),
              _where(r), f"`{r['cause']}`" if r.get("cause") else "", _md(r.get("message"))] for r in bad]
     body = [_table(rows, ["case", "param", "check", "frameworks", "setting", "max rel err (tolerance)",
                           "worst element", "cause", "note"])]
@@ -498,6 +510,18 @@ def _case_status(case_records) -> str:
     return text + "."
 
 
+def _fd_kind(case_records) -> list:
+    """A line saying where fd was not elementwise (a large case): its verdict covers random
+    directions, not every element, and a reader of the matrix must know that."""
+    kinds = defaultdict(set)
+    for r in case_records:
+        if r["check"] == "fd" and r.get("fd_mode") == "directional":
+            kinds[r.get("message") or "random directions"].add(r["framework"])
+    return [f"fd ran as a directional check ({what}) for {', '.join(sorted(fws))}: it compares the gradient "
+            "along those directions, not element by element." for what, fws in sorted(kinds.items())] + (
+        [""] if kinds else [])
+
+
 def _cases(records, meta) -> list:
     by_case = defaultdict(list)
     for r in records:
@@ -512,7 +536,7 @@ def _cases(records, meta) -> list:
     for case in sorted(by_case):
         recs = by_case[case]
         status = _case_status(recs)
-        lines += [f"### {case}", "", status, ""]
+        lines += [f"### {case}", "", status, ""] + _fd_kind(recs)
         bad = sorted((r for r in recs if r["verdict"] in FAILING), key=_sort_key)
         if bad:
             shown = bad[:FOLD_ROWS]
@@ -690,7 +714,7 @@ def console_summary(records, meta, limit=10) -> str:
     worst = failing(records)
     shown = worst[:limit]
     if shown:
-        short = [[r["case"], r["param"], r["check"], _who(r), r["dtype"], r["device"], _num(r.get("max_rel_err")),
+        short = [[r["case"], r["param"], _check(r), _who(r), r["dtype"], r["device"], _err(r),
                   r.get("cause") or ""] for r in shown]
         lines += ["", tabulate(short, headers=["case", "param", "check", "frameworks", "dtype", "device",
                                                "max rel err", "cause"], tablefmt="simple")]

@@ -41,7 +41,7 @@ def test_rendering_is_deterministic_and_reads_top_down():
     positions = [a.index(h) for h in order]
     assert positions == sorted(positions)
     # every cause label and every check present is explained in the footnote
-    from harness.compare import CAUSES
+    from harness.causes import CAUSES
     footnote = a[a.index("## How to read this report"):]
     for cause in CAUSES:
         assert f"`{cause}`" in footnote
@@ -91,3 +91,42 @@ def test_matrix_cell_shows_a_pass_with_its_skipped_checks():
     matrix = report.agreement_matrix([r for r in run.records if r["case"] == "linear_mse"])
     torch_f64 = [line for line in matrix.splitlines() if "float64" in line][0]
     assert "(+1 skipped)" in torch_f64 and "✓" in torch_f64
+
+
+def _fd_record(**kw):
+    rec = {"case": "c", "framework": "torch", "other_framework": None, "device": "cpu", "dtype": "float64",
+           "mode": "eager", "precision": "default", "check": "fd", "param": "w", "verdict": "pass",
+           "cause": None, "max_abs_err": 1e-12, "max_rel_err": 1e-12, "atol": 1e-8, "rtol": 1e-6,
+           "worst_index": [0], "got": 1.0, "expected": 1.0, "message": None}
+    rec.update(kw)
+    return rec
+
+
+def test_a_nan_verdict_reads_nan_not_the_finite_elements_error():
+    rec = _fd_record(verdict="nan", cause="nan-propagation", max_rel_err=1.2e-9, got=float("nan"),
+                     expected=3729.75)
+    assert "max_rel=NaN" in report.describe(rec)
+    text = report.render([rec], {})
+    assert "1.2e-09" not in text and "NaN" in text
+
+
+def test_a_directional_fd_says_so_in_the_report():
+    recs = [_fd_record(param="*", fd_mode="directional", message="4 random directions"),
+            _fd_record(framework="jax", param="*", fd_mode="directional", message="4 random directions",
+                       verdict="diverge", cause="ad-bug", max_rel_err=1e-3)]
+    text = report.render(recs, {})
+    assert "fd ran as a directional check (4 random directions) for jax, torch" in text
+    assert "fd (directional)" in report.describe(recs[1])
+
+
+def test_the_heatmap_shows_pairwise_agreement_and_failing_cells():
+    from harness import plots
+    recs = [_fd_record(), _fd_record(framework="jax"),
+            _fd_record(check="pairwise", framework="jax", other_framework="torch", verdict="diverge",
+                       max_rel_err=3e-9, cause="precision-loss"),
+            _fd_record(check="pairwise", framework="jax", other_framework="tensorflow", verdict="nan",
+                       max_rel_err=1e-12)]
+    cells = plots.heat_cells(recs)
+    pair = {k: v for k, v in cells.items() if "~" in k[1]}
+    assert sorted(v[1] for v in pair.values()) == ["diverge", "nan"]
+    assert max(v[0] for v in pair.values()) == 1.0  # NaN sits at the top of the scale
