@@ -244,7 +244,10 @@ def _flag_clean_pairs(records: list, level: dict, outliers: dict) -> None:
                                                                                         o["other_framework"]}]
             if any(d * OUTLIER_RATIO <= near for d in third):
                 continue
-            r["verdict"] = "diverge"
+            r["verdict"], r["cause"] = "diverge", "precision-loss"
+            r["message"] = (f"{' and '.join(pair)} differ by {near:.1e} of the result's scale while each one's float64 "
+                            f"evaluation is clean (noise {max(noise):.0e}): one of them is float64-accurate only to "
+                            "about float32 precision (no third framework to say which)")
 
 
 def _lossy_references(records: list) -> dict:
