@@ -10,6 +10,8 @@ on the way out, so every gradient is compared in canonical layout.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 from dataclasses import dataclass, field
 from typing import Callable
@@ -95,6 +97,10 @@ class Case:
             raise CaseError(f"case {self.name}: make's {what} must be a dict of arrays")
         out = {}
         for key, value in part.items():
+            foreign = _foreign(value)
+            if foreign:
+                raise CaseError(f"case {self.name}: make's {what}[{key!r}] is {foreign}, not a numpy array: build it "
+                                "with numpy from make's rng, so every framework gets the same values")
             a = np.asarray(value)
             if np.issubdtype(a.dtype, np.floating):
                 a = a.astype(np.float64)
@@ -113,3 +119,34 @@ class Case:
 
     def summary(self) -> str:
         return (self.doc or "").strip().splitlines()[0] if self.doc else ""
+
+
+def _foreign(value) -> str:
+    """What ``value`` is ('a torch.Tensor', 'a list holding a jaxlib.ArrayImpl') when it is not
+    numpy or plain Python numbers; '' when it is. A framework tensor is refused rather than
+    converted: one made by that framework's own generator (torch.randn) differs per framework."""
+    if isinstance(value, (np.ndarray, np.generic, bool, int, float, complex)):
+        return ""
+    if isinstance(value, (list, tuple)):
+        inner = next((f for f in map(_foreign, value) if f), "")
+        return f"a {type(value).__name__} holding {inner}" if inner else ""
+    kind = type(value)
+    module = kind.__module__.split(".")[0]
+    return f"a {kind.__qualname__}" if module == "builtins" else f"a {module}.{kind.__qualname__}"
+
+
+def input_digest(params: dict, inputs: dict) -> str:
+    """sha256 over the names, dtypes, shapes and bytes of what make built (sorted by name): two
+    observations are of the same function at the same point only when their digests agree, so
+    the judge compares nothing else (a make drawing from torch's unseeded generator differs)."""
+    h = hashlib.sha256()
+    for part, arrays in (("params", params), ("inputs", inputs)):
+        for name in sorted(arrays):
+            a = np.ascontiguousarray(arrays[name])
+            a = a.astype(a.dtype.newbyteorder("<"), copy=False)
+            h.update(json.dumps([part, name, a.dtype.str, list(a.shape)]).encode())
+            h.update(a.tobytes())
+    return h.hexdigest()
+
+
+__all__ = ["Case", "CaseError", "input_digest"]

@@ -13,18 +13,22 @@ from pathlib import Path
 
 from adapters import FRAMEWORKS, load
 
-from . import compare, execute
+from . import compare, execute, known, warning_log
 from .plan import REFERENCE
 from .worker import save_arrays
 
 _ADAPTERS: dict = {}
+#: warnings each framework raised on import and setup, recorded rather than raised
+SETUP_WARNINGS: dict = {}
 
 
 def adapter(framework: str):
     """One CPU adapter per framework for the life of the process."""
     if framework not in _ADAPTERS:
-        a = load(framework)
-        a.setup("cpu", threads=0, precision="default")
+        with warning_log.capture() as caught:
+            a = load(framework)
+            a.setup("cpu", threads=0, precision="default")
+        SETUP_WARNINGS[framework] = caught.rows()
         _ADAPTERS[framework] = a
     return _ADAPTERS[framework]
 
@@ -54,8 +58,9 @@ def run_case(case, frameworks=None, dtypes=("float64", "float32"), modes=("eager
                 row = {"case": case.name, "framework": fw, "device": "cpu", "dtype": dtype, "mode": mode,
                        "precision": "default", "version": a.version(), "policy": a.precision_policy(),
                        "task": {"fd": is_ref, "fd_mode": fd_mode, "timing": None}}
+                seen: list = []
                 try:
-                    obs, arrays = execute.run(a, case, task)
+                    obs, arrays = execute.run(a, case, task, seen)
                     name = f"{fw}-{dtype}-{mode}.npz"
                     save_arrays(str(arrays_dir / name), arrays)
                     row.update(obs, status="ok", arrays=name)
@@ -65,7 +70,11 @@ def run_case(case, frameworks=None, dtypes=("float64", "float32"), modes=("eager
                     row.update(status="error", reason=f"{type(exc).__name__}: {exc}",
                                traceback="".join(traceback.format_exception(exc)[-4:]),
                                **({"cause": exc.cause} if isinstance(exc, execute.AutodiffError) else {}))
+                if seen:
+                    row["warnings"] = seen
                 rows.append(row)
         if observations is not None:
             observations.extend(rows)
-        return compare.build_records(rows, {case.name: case}, arrays_dir)
+        records = compare.build_records(rows, {case.name: case}, arrays_dir)
+        known.apply(records, known.entries_for([case]))
+        return records

@@ -129,6 +129,28 @@ def seed_global_rngs(seed: int, case_name: str) -> None:
     random.seed(value)
 
 
+def _start(framework: str, device: str, threads, precision: str):
+    """Import the framework and set it up: (adapter, hello) or (None, a fatal message); the
+    parent turns a fatal message into error (or skipped) records for every task."""
+    from adapters import load
+    from adapters.base import Unsupported
+
+    try:
+        adapter = load(framework)
+    except Exception as exc:  # noqa: BLE001 - a broken install: every task of this worker an error
+        return None, {"type": "fatal", "status": "error",
+                      "reason": f"{framework} failed to import: {reason_for(exc)}", "traceback": _tail(exc)}
+    try:
+        policy = adapter.setup(device, int(threads), precision)
+        return adapter, {"type": "hello", "version": adapter.version(), "device_name": adapter.device_name(),
+                         "policy": policy, "devices": adapter.devices(), "pid": os.getpid()}
+    except Unsupported as exc:
+        return None, {"type": "fatal", "status": "skipped", "reason": str(exc)}
+    except Exception as exc:  # noqa: BLE001
+        return None, {"type": "fatal", "status": "error",
+                      "reason": f"{framework} failed to start: {reason_for(exc)}", "traceback": _tail(exc)}
+
+
 def main(argv=None) -> int:
     args = list(argv or sys.argv[1:])
     framework, device, precision, threads = args[:4]
@@ -147,28 +169,17 @@ def main(argv=None) -> int:
     if note:
         print(f"[harness] {note}", file=sys.stderr, flush=True)
 
-    from adapters import load
     from adapters.base import Unsupported
-    from . import execute, loader
+    from . import execute, loader, warning_log
 
-    try:
-        adapter = load(framework)
-    except Exception as exc:  # noqa: BLE001 - a broken install: every task of this worker an error
-        _send(protocol, {"type": "fatal", "status": "error",
-                         "reason": f"{framework} failed to import: {reason_for(exc)}", "traceback": _tail(exc)})
-        return 1
-    try:
-        policy = adapter.setup(device, int(threads), precision)
-        hello = {"type": "hello", "version": adapter.version(), "device_name": adapter.device_name(),
-                 "policy": policy, "devices": adapter.devices(), "pid": os.getpid()}
-    except Unsupported as exc:
-        _send(protocol, {"type": "fatal", "status": "skipped", "reason": str(exc)})
-        return 0
-    except Exception as exc:  # noqa: BLE001 - the parent turns this into error records
-        _send(protocol, {"type": "fatal", "status": "error",
-                         "reason": f"{framework} failed to start: {reason_for(exc)}", "traceback": _tail(exc)})
-        return 1
-    _send(protocol, hello)
+    # a framework's warning on import or setup (PYTHONWARNINGS=error) is recorded in the hello
+    with warning_log.capture() as startup:
+        adapter, answer = _start(framework, device, threads, precision)
+    if startup and adapter is not None:
+        answer["warnings"] = startup.rows()
+    _send(protocol, answer)
+    if adapter is None:
+        return 0 if answer["status"] == "skipped" else 1
 
     find = functools.lru_cache(maxsize=None)(loader.find)
     for line in sys.stdin:
@@ -178,10 +189,11 @@ def main(argv=None) -> int:
         print(f"[harness] task {task['id']}", file=sys.stderr, flush=True)
         start = time.perf_counter()
         reply = {"type": "result", "id": task["id"]}
+        seen: list = []
         try:
             seed_global_rngs(task["seed"], task["case"])
             case = find(task["case"], task["source"])
-            observation, arrays = execute.run(adapter, case, task)
+            observation, arrays = execute.run(adapter, case, task, seen)
             if arrays:
                 save_arrays(task["arrays"], arrays)
                 reply["arrays"] = os.path.basename(task["arrays"])
@@ -191,6 +203,8 @@ def main(argv=None) -> int:
         except Exception as exc:  # noqa: BLE001 - any failure of a case is a record, not a crash
             reply.update(status="error", reason=reason_for(exc), traceback=_tail(exc),
                          **({"cause": exc.cause} if isinstance(exc, execute.AutodiffError) else {}))
+        if seen and reply["status"] != "ok":
+            reply["warnings"] = seen
         reply["policy"] = adapter.precision_policy()
         reply["seconds"] = time.perf_counter() - start
         _send(protocol, reply)
