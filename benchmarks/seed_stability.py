@@ -70,9 +70,10 @@ def main(argv=None) -> int:
         outside = sorted(k for k in flips if not declared(k, entries))
         undeclared += len(outside)
         print(f"seed {first} vs {seed}: {len(flips)} verdict flips, {len(outside)} outside the expected table")
-        for k in outside:
+        for k in sorted(flips):
             side = f"only at seed {first}" if k in per_seed[first] else f"only at seed {seed}"
-            print(f"    {k[0]} {k[1]} {k[2]}{'~' + k[3] if k[3] else ''} {k[4]} {k[5]} {k[7]} ({side})")
+            where = "OUTSIDE the table" if k in outside else "declared"
+            print(f"    {k[0]} {k[1]} {k[2]}{'~' + k[3] if k[3] else ''} {k[4]} {k[5]} {k[7]} ({side}; {where})")
     print(f"{len(cases)} cases x {len(args.seeds)} seeds: {undeclared} flips outside the expected table")
     return 1 if undeclared else 0
 

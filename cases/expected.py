@@ -8,11 +8,15 @@ frameworks a record involves (one for fd/jvp/reference/run checks, two for pairw
 and, when the entry names them, the check and the parameter (for a divergence whose cause
 differs between the parameters of one check).
 
+A project's own table (`harness run --expected FILE`, harness/known.py) has the same format; an
+entry there may also pin framework versions (versions = {torch = "2.13.*"}).
+
 Framework-free: the harness core and the tests can read it without importing a framework.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+from fnmatch import fnmatchcase
 from pathlib import Path
 
 try:
@@ -21,10 +25,10 @@ except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
 PATH = Path(__file__).with_name("expected_divergences.toml")
-#: the cause labels an entry may carry (harness/compare.py's CAUSES, less nondeterminism:
-#: a CPU run here is bitwise reproducible, so nondeterminism is never expected)
+#: the cause labels an entry may carry (harness/causes.py's CAUSES; the built-in table never
+#: lists nondeterminism: a CPU run here is bitwise reproducible)
 CAUSES = ("nondiff-convention", "precision-policy", "precision-loss", "default-semantics", "different-function",
-          "nan-propagation", "ad-bug", "framework-error", "custom-gradient")
+          "nan-propagation", "ad-bug", "framework-error", "custom-gradient", "nondeterminism")
 #: verdicts that need an entry; `skipped` (a framework lacking an op) never does
 FAILING = ("diverge", "nan", "error")
 
@@ -39,6 +43,15 @@ class Divergence:
     #: the upstream report of a framework bug (an issue or PR), where there is one
     upstream: str | None = None
     param: str | None = None
+    #: framework -> a glob its version must match ("2.13.*"): an entry pinned to the versions it
+    #: was observed with, so an upgrade that keeps the divergence shows it as new
+    versions: tuple = ()
+
+    def pinned_to(self, record: dict) -> bool:
+        """Do the record's framework versions match the entry's pins (no pins: any version)?"""
+        have = {record.get("framework"): record.get("framework_version"),
+                record.get("other_framework"): record.get("other_framework_version")}
+        return all(fw not in have or fnmatchcase(str(have[fw] or ""), pattern) for fw, pattern in self.versions)
 
     def matches(self, record: dict) -> bool:
         return (record["case"] == self.case and involved(record) == self.frameworks
@@ -62,7 +75,7 @@ def load(path: Path = PATH) -> list[Divergence]:
     entries = []
     for n, raw in enumerate(data.get("divergence", []), 1):
         where = f"{path.name} entry {n} ({raw.get('case', '?')})"
-        unknown = set(raw) - {"case", "frameworks", "check", "param", "cause", "reason", "upstream"}
+        unknown = set(raw) - {"case", "frameworks", "check", "param", "cause", "reason", "upstream", "versions"}
         missing = {"case", "frameworks", "cause", "reason"} - set(raw)
         if unknown or missing:
             raise ValueError(f"{where}: unknown fields {sorted(unknown)}, missing {sorted(missing)}")
@@ -72,9 +85,15 @@ def load(path: Path = PATH) -> list[Divergence]:
             raise ValueError(f"{where}: frameworks must list one or two frameworks")
         if not str(raw["reason"]).strip():
             raise ValueError(f"{where}: the reason is empty")
+        versions = raw.get("versions", {})
+        if not (isinstance(versions, dict) and all(isinstance(v, str) for v in versions.values())
+                and set(versions) <= set(raw["frameworks"])):
+            raise ValueError(f"{where}: versions must map frameworks of the entry to version globs, "
+                             'e.g. versions = {torch = "2.13.*"}')
         entries.append(Divergence(case=raw["case"], frameworks=frozenset(raw["frameworks"]),
                                   cause=raw["cause"], reason=raw["reason"].strip(), check=raw.get("check"),
-                                  upstream=raw.get("upstream"), param=raw.get("param")))
+                                  upstream=raw.get("upstream"), param=raw.get("param"),
+                                  versions=tuple(sorted(versions.items()))))
     return entries
 
 

@@ -1,10 +1,13 @@
-"""Command line: `python -m harness run | list`.
+"""Command line: `python -m harness run | list` (report, compare, merge: harness/commands.py).
 
 Exit codes: 0 nothing diverged; 1 a gradient diverged, was NaN where its reference is not,
-or a task failed with an error; 2 bad usage (unknown case, framework, device, dtype or flag;
-a missing or malformed case file; no framework installed; an output folder that cannot be
-written). Usage errors are one line on stderr and leave nothing on disk. 130 / 143 / 129: the
-run was interrupted by SIGINT / SIGTERM / SIGHUP (partial report written; --resume finishes it).
+or a task failed with an error (what --fail-on names); 2 bad usage or input (unknown case,
+framework, device, dtype or flag; a missing or malformed case file; no framework installed; an
+output folder that cannot be written; a missing shard; runs that cannot be compared). Usage
+errors are one line on stderr and leave nothing on disk: every command's errors end in main(),
+an OSError that no command caught included, so none is a traceback read as exit 1. 130 / 143 /
+129: the run was interrupted by SIGINT / SIGTERM / SIGHUP (partial report written; --resume
+finishes it). A reader that closes stdout early (`| head`) ends output quietly.
 """
 from __future__ import annotations
 
@@ -16,10 +19,10 @@ from typing import TYPE_CHECKING
 
 from adapters import FRAMEWORKS
 
-from . import commands
+from . import commands, known
 from . import devices as device_discovery
 from .case import CaseError
-from .loader import builtin_cases, select
+from .loader import BUILTIN, builtin_cases, select
 from .ops_spec import OPS
 from .runner import Interrupted, RunError
 from .tolerance import DTYPE_TOLERANCE
@@ -62,8 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Do PyTorch, JAX and TensorFlow compute the same gradients? Each case runs on every "
                     "framework in its own worker; every gradient is held against finite differences, "
                     "forward mode, a float64 reference and the other frameworks.",
-        epilog="exit codes: 0 all agree, 1 something diverged (or errored), 2 bad usage or an unwritable "
-               "output folder, 130/143 interrupted (SIGINT/SIGTERM; finish with run --resume RUN_DIR)")
+        epilog="exit codes: 0 all agree, 1 something diverged (or errored; what --fail-on names), 2 bad usage "
+               "or input (one line on stderr, nothing written: e.g. an unwritable output folder, a missing "
+               "shard), 130/143/129 interrupted (SIGINT/SIGTERM/SIGHUP; finish with run --resume RUN_DIR)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="run cases and write reports/<run-id>/report.md",
@@ -71,8 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
                                      "results.jsonl and observations under reports/<run-id>/ "
                                      "(reports/latest points at it).")
     run.add_argument("--cases", metavar="SPEC",
-                     help="comma-separated built-in names, tags, globs or case files (.py); "
-                          "default: the cases tagged 'default'")
+                     help="comma-separated built-in names, tags, globs, case files (.py) or one case of a "
+                          "file (FILE.py::NAME, pytest's spelling); default: the cases tagged 'default'")
     run.add_argument("--all", action="store_true", help="every built-in case")
     run.add_argument("--quick", action="store_true", help="a small, fast subset (cases tagged 'quick')")
     run.add_argument("--frameworks", default=None,
@@ -113,7 +117,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--quiet", action="store_true", help="no progress lines")
     commands.add_run_options(run)
 
-    sub.add_parser("list", help="cases, frameworks and devices this machine can run (imports no framework)")
+    lst = sub.add_parser("list", help="cases, frameworks and devices this machine can run (imports no framework)")
+    lst.add_argument("--cases", metavar="SPEC",
+                     help="list only these cases (the --cases of run: names, tags, globs, FILE.py, "
+                          "FILE.py::NAME), e.g. a case file's own")
     commands.add_subcommands(sub)
     return parser
 
@@ -150,6 +157,10 @@ def settings_from(args, argv) -> "Settings":
     cases = select(args.cases, everything=args.all, quick=args.quick)
     if not cases:
         raise UsageError("the selection matches no case")
+    try:   # a malformed --expected table is refused before anything runs
+        known.entries_for(cases, args.expected)
+    except known.KnownError as exc:
+        raise UsageError(str(exc)) from None
     return Settings(
         cases=cases, frameworks=frameworks, devices=devices,
         dtypes=_choose(args.dtypes, DTYPE_TOLERANCE, "dtype"), modes=_choose(args.modes, MODES, "mode"),
@@ -157,7 +168,7 @@ def settings_from(args, argv) -> "Settings":
         jobs=args.jobs, threads=args.threads if args.threads is not None else _cpus(), timeout=args.timeout,
         fd_mode=args.fd_mode, timing=None if args.timing == "off" else args.timing, quiet=args.quiet,
         command=commands.command_line(argv), missing=missing,
-        worker_timeout=args.worker_timeout, memory_limit=memory_limit)
+        worker_timeout=args.worker_timeout, memory_limit=memory_limit, expected=[str(p) for p in args.expected])
 
 
 def _size(text: str) -> int:
@@ -207,10 +218,7 @@ def cmd_run(args, argv) -> int:
         settings = settings_from(args, argv)
         commands.apply_run_options(settings, args)
         if settings.out is not None:
-            from pathlib import Path
-            settings.out = Path(settings.out)
-            if settings.out.exists() and any(settings.out.iterdir()):
-                raise UsageError(f"--out {settings.out} exists and is not empty")
+            settings.out = commands.check_out_folder(settings.out)
         for fw, hint in settings.missing.items():
             print(f"note: {fw} is not installed, its rows are skipped. Install: {hint}", file=sys.stderr)
         resume = None
@@ -220,27 +228,36 @@ def cmd_run(args, argv) -> int:
 
 
 def cmd_list(args) -> int:
+    """The built-in cases, frameworks, devices and ops; with --cases, only the cases selected (a
+    case file's own with --cases FILE.py)."""
     from tabulate import tabulate
 
+    say = commands.say
     start = time.perf_counter()
-    cases = builtin_cases()
-    print(tabulate([[c.name, ", ".join(c.tags), c.summary()] for c in cases],
-                   headers=["case", "tags", "description"], tablefmt="simple"))
+    cases = select(args.cases) if args.cases else builtin_cases()
+    if not cases:
+        raise UsageError("the selection matches no case")
+    rows = [[c.name, ", ".join(c.tags), c.summary()] for c in cases]
+    headers = ["case", "tags", "description"]
+    if args.cases and any(c.source != BUILTIN for c in cases):
+        rows = [row + [c.source] for row, c in zip(rows, cases)]
+        headers.append("source")
+    say(tabulate(rows, headers=headers, tablefmt="simple"))
     tags = {}
     for c in cases:
         for t in c.tags:
             tags[t] = tags.get(t, 0) + 1
-    print("\ntags: " + ", ".join(f"{t} ({n})" for t, n in sorted(tags.items())))
-    print()
+    say("\ntags: " + (", ".join(f"{t} ({n})" for t, n in sorted(tags.items())) or "none"))
+    if args.cases:
+        return 0
     rows = [[fw, "yes" if info.installed() else "no", info.version() or "", "" if info.installed() else info.install]
             for fw, info in FRAMEWORKS.items()]
-    print(tabulate(rows, headers=["framework", "installed", "version", "install with"], tablefmt="simple"))
+    say("\n" + tabulate(rows, headers=["framework", "installed", "version", "install with"], tablefmt="simple"))
     names = dict(device_discovery.cuda_devices())
-    print()
-    print(tabulate([[d, names.get(d, "host CPU")] for d in device_discovery.available()],
-                   headers=["device", "name"], tablefmt="simple"))
-    print(f"\nneutral ops: {len(OPS)} ({', '.join(OPS)})")
-    print(f"({time.perf_counter() - start:.2f}s, no framework imported)")
+    say("\n" + tabulate([[d, names.get(d, "host CPU")] for d in device_discovery.available()],
+                        headers=["device", "name"], tablefmt="simple"))
+    say(f"\nneutral ops: {len(OPS)} ({', '.join(OPS)})")
+    say(f"({time.perf_counter() - start:.2f}s, no framework imported)")
     return 0
 
 
@@ -266,6 +283,13 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("interrupted (SIGINT)", file=sys.stderr)
         return 130
+    except BrokenPipeError:   # stdout closed by its reader before the command knew its result
+        commands.silence_stdout()
+        return 141
+    except OSError as exc:    # an input or output no command checked: still one line, exit 2
+        where = f": {exc.filename}" if exc.filename else ""
+        print(f"error: {exc.strerror or exc}{where}", file=sys.stderr)
+        return 2
 
 
 class _signals_interrupt:
@@ -293,3 +317,7 @@ class _signals_interrupt:
         for sig, handler in self.saved.items():
             signal.signal(sig, handler)
         return False
+
+
+__all__ = ["MODES", "PRECISIONS", "RESUME_OPTIONS", "UsageError", "build_parser", "main", "resume_settings",
+           "settings_from"]

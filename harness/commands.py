@@ -6,15 +6,20 @@ Exit codes: 0 nothing to fail on; 1 what --fail-on names happened; 2 bad usage (
 """
 from __future__ import annotations
 
+import os
 import shlex
 import sys
 from pathlib import Path
 
+from .loader import did_you_mean
 from .records import VERDICTS
 from .runs import RunError
 
 COMMANDS = ("report", "compare", "merge")
 RUN_FAIL_ON_DEFAULT = "diverge,nan,error"
+#: --fail-on words beside the verdicts: a failing check no expected entry explains, an entry no
+#: longer seen (harness/known.py)
+GATES = ("new", "vanished")
 
 
 class CommandError(ValueError):
@@ -38,15 +43,36 @@ def add_run_options(run) -> None:
                      help="where worker groups run: local processes (default) or Ray tasks on the cluster "
                           "at RAY_ADDRESS (else a local Ray); needs pip install 'gradharness[ray]'")
     run.add_argument("--fail-on", default=RUN_FAIL_ON_DEFAULT, metavar="VERDICTS", type=_fail_on_arg,
-                     help=f"verdicts that make the exit code 1, from {', '.join(VERDICTS)} or none "
-                          f"(default: {RUN_FAIL_ON_DEFAULT})")
+                     help=f"comma-separated verdicts that make the exit code 1, from {', '.join(VERDICTS)}; "
+                          "new (a failing check no expected entry explains) and vanished (an expected "
+                          "entry no longer seen); or none alone; empty is an error, not none (default: "
+                          f"{RUN_FAIL_ON_DEFAULT}: every failing check but a known upstream framework bug)")
+    add_expected_option(run)
+
+
+def add_expected_option(parser) -> None:
+    parser.add_argument("--expected", metavar="FILE", action="append", default=[],
+                        help="a table of your own known divergences (cases/expected_divergences.toml's format: "
+                             "case, frameworks, check, param, cause, reason, optional version pins), added to the "
+                             "built-in one for the built-in cases; repeatable. The report and console split new "
+                             "from known; gate with --fail-on new")
 
 
 def fail_on_verdicts(text: str) -> tuple:
-    picked = [t.strip() for t in (text or "").split(",") if t.strip()]
-    unknown = [p for p in picked if p not in VERDICTS and p != "none"]
+    """'diverge,nan' -> ('diverge', 'nan'); 'none' -> (). Empty is an error, not none: an unset CI
+    variable must not turn the gate off."""
+    picked = [t.strip() for t in (text or "").split(",")]
+    if not any(picked):
+        raise CommandError(f"--fail-on {text!r} is empty: name verdicts ({', '.join(VERDICTS)}) or none")
+    if not all(picked):
+        raise CommandError(f"--fail-on {text!r}: an empty item between commas")
+    words = (*VERDICTS, *GATES)
+    unknown = [p for p in picked if p not in words and p != "none"]
     if unknown:
-        raise CommandError(f"--fail-on: unknown verdict {unknown[0]!r} (choose from {', '.join(VERDICTS)} or none)")
+        raise CommandError(f"--fail-on: unknown verdict {unknown[0]!r}{did_you_mean(unknown[0], words)} "
+                           f"(choose from {', '.join(words)} or none)")
+    if "none" in picked and len(set(picked)) > 1:
+        raise CommandError(f"--fail-on {text!r}: none cannot be combined with verdicts")
     return tuple(p for p in picked if p != "none")
 
 
@@ -57,7 +83,7 @@ def _fail_on_arg(text: str) -> str:
     try:
         fail_on_verdicts(text)
     except CommandError as exc:
-        raise argparse.ArgumentTypeError(str(exc).removeprefix("--fail-on: ")) from None
+        raise argparse.ArgumentTypeError(str(exc).removeprefix("--fail-on: ").removeprefix("--fail-on ")) from None
     return text
 
 
@@ -96,6 +122,49 @@ def progress_for(settings):
     return Progress()
 
 
+def say(text: str) -> None:
+    """Write ``text`` and a newline to stdout. A reader that stops early (`| head`) is no error: the
+    rest is dropped quietly (stdout pointed at /dev/null) and the command keeps its own exit code."""
+    try:
+        sys.stdout.write(text + "\n")
+        sys.stdout.flush()
+    except BrokenPipeError:
+        silence_stdout()
+
+
+def silence_stdout() -> None:
+    """Point stdout at /dev/null, so nothing more (nor the flush at exit) meets a closed pipe."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, sys.stdout.fileno())
+    finally:
+        os.close(devnull)
+
+
+def check_out_folder(path, flag: str = "--out") -> Path:
+    """A run folder to create: refused (CommandError) when it is a file or holds files; checked
+    before anything runs. One that cannot be created (under a file, read-only) is refused where
+    it is created, which removes whatever it made."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise CommandError(f"{flag} {path} is a file, not a folder")
+    if path.is_dir() and any(path.iterdir()):
+        raise CommandError(f"{flag} {path} exists and is not empty")
+    return path
+
+
+def check_out_file(path, flag: str = "--out", given=None) -> Path:
+    """A file to write (``given``: what the user typed, for the message): refused when it is a folder
+    or sits under a file."""
+    path = Path(path)
+    if path.is_dir():
+        raise CommandError(f"{flag} {given or path} is a folder, not a file")
+    above = next((p for p in path.parents if p.exists()), None)
+    if above is not None and not above.is_dir():
+        raise CommandError(f"{flag} {given or path}: {above} is a file, not a folder")
+    return path
+
+
 def command_line(argv) -> str:
     """The command as run.json and the report record it: ``python -m harness`` + the shell-quoted argv."""
     return "python -m harness " + " ".join(shlex.quote(a) for a in argv)
@@ -105,17 +174,25 @@ def finish(run_dir, records, meta, args) -> int:
     """The closing lines of `run` and `merge` (summary, report and results paths); the exit code."""
     from . import report
 
-    print(report.console_summary(records, meta))
-    print(f"report: {run_dir / 'report.md'}")
-    print(f"results: {run_dir / 'results.jsonl'}")
-    return 1 if failed(records, args) else 0
+    say(report.console_summary(records, meta))
+    say(f"report: {run_dir / 'report.md'}\nresults: {run_dir / 'results.jsonl'}")
+    return 1 if failed(records, args, meta) else 0
 
 
-def failed(records, args) -> bool:
-    """Does --fail-on (default diverge,nan,error) make this run's exit code 1? Known upstream
-    framework bugs of the built-in library (``known``: cases/expected_divergences.toml) do not."""
-    verdicts = fail_on_verdicts(args.fail_on)
-    return any(r["verdict"] in verdicts for r in records if r.get("check") != "timing" and not r.get("known"))
+def failed(records, args, meta=None) -> bool:
+    """Does --fail-on make this run's exit code 1? A verdict named fails wherever it occurs, but a
+    known upstream framework bug (an expected entry naming it: only its framework can fix it) does
+    not keep the gate red; `new` fails on a failing check no expected entry explains, `vanished` on
+    an expected entry the run no longer sees (run.json's "expected")."""
+    from .known import is_new
+
+    picked = fail_on_verdicts(args.fail_on)
+    checks = [r for r in records if r.get("check") != "timing"]
+    if any(r["verdict"] in picked and not r.get("upstream") for r in checks):
+        return True
+    if "new" in picked and any(is_new(r) for r in checks):
+        return True
+    return "vanished" in picked and bool(((meta or {}).get("expected") or {}).get("vanished"))
 
 
 # ---- report / compare / merge ------------------------------------------------------------------------------
@@ -133,30 +210,42 @@ def add_subcommands(sub) -> None:
                           description="Compare two runs (folders or results.jsonl files): verdicts that flipped, "
                                       "errors and gradients that moved beyond tolerance, new/removed cases, "
                                       "timings slower or faster beyond noise. Markdown on stdout.",
-                          epilog="exit codes: 0 nothing that --fail-on names, 1 something it names, 2 bad usage")
+                          epilog="exit codes: 0 nothing that --fail-on names, 1 something it names, 2 bad usage, "
+                                 "or runs of different inputs (seed, cases) without --verdicts-only")
     cmp_.add_argument("old", metavar="OLD")
     cmp_.add_argument("new", metavar="NEW")
     cmp_.add_argument("--out", metavar="FILE", help="also write the markdown to FILE")
-    cmp_.add_argument("--fail-on", default="divergence", metavar="WHAT",
-                      help="comma-separated: divergence (a verdict got worse, or an error or gradient moved "
-                           "beyond tolerance), change (any gradient change), slowdown[=X%%] (a timing slower "
-                           "beyond noise by more than X, default the --min-change), removed (a case or check "
-                           "gone), none (default: divergence)")
+    cmp_.add_argument("--fail-on", default="diverge", metavar="WHAT",
+                      help="comma-separated: diverge (a verdict got worse, or an error or gradient moved "
+                           "beyond tolerance; 'divergence' is read as the old spelling), change (any gradient "
+                           "change), slowdown[=X] (a timing slower beyond noise by more than X: 10%% or 0.10, "
+                           "default the --min-change), removed (a case or check gone), or none alone "
+                           "(default: diverge)")
     cmp_.add_argument("--alpha", type=float, default=None,
                       help="significance level of the timing test (default 0.01)")
     cmp_.add_argument("--min-change", default=None, metavar="PCT",
-                      help="smallest timing change reported, e.g. 5%% (default 5%%)")
+                      help="smallest timing change reported: 5%% or 0.05 (default 5%%)")
     cmp_.add_argument("--no-arrays", action="store_true",
                       help="compare records only, not the gradient arrays (faster for large runs)")
+    cmp_.add_argument("--verdicts-only", action="store_true",
+                      help="compare verdicts, cases and checks only (no errors, gradients or timings): the "
+                           "one comparison that means something between runs of different inputs (another "
+                           "seed, changed cases), which compare otherwise refuses")
 
     mer = sub.add_parser("merge", help="join shard runs (run --shard K/N) into one run and report",
                          description="Join shard run folders into one run: observations and arrays copied, every "
                                      "check judged again over all shards (so framework-vs-framework checks across "
-                                     "shards are made), results.jsonl and report.md written.")
+                                     "shards are made), results.jsonl and report.md written. A missing shard of the "
+                                     "split is an error unless --allow-partial.")
     mer.add_argument("dirs", nargs="+", metavar="DIR", help="shard run folders")
     mer.add_argument("--out", metavar="DIR", help="the merged run folder (default: reports/<new run id>)")
     mer.add_argument("--fail-on", default=RUN_FAIL_ON_DEFAULT, metavar="VERDICTS", type=_fail_on_arg,
-                     help=f"verdicts that make the exit code 1 (default: {RUN_FAIL_ON_DEFAULT})")
+                     help=f"verdicts (and new, vanished) that make the exit code 1, as for run (default: "
+                          f"{RUN_FAIL_ON_DEFAULT})")
+    add_expected_option(mer)
+    mer.add_argument("--allow-partial", action="store_true",
+                     help="merge even when shards of the split are missing (the report's headline says the run "
+                          "is partial); without it a missing shard is an error (exit 2)")
 
 
 def dispatch(args, argv) -> int:
@@ -178,11 +267,7 @@ def rerender(results, out=None, plots: bool = True) -> Path:
         target = run.folder / "report.md"
     else:
         out = Path(out)
-        target = out if out.suffix.lower() == ".md" else out / "report.md"
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise CommandError(f"cannot create {target.parent}: {exc.strerror or exc}") from None
+        target = check_out_file(out if out.suffix.lower() == ".md" else out / "report.md", given=out)
     meta = dict(run.meta)
     if run.derived:
         meta["derived"] = True
@@ -199,53 +284,78 @@ def rerender(results, out=None, plots: bool = True) -> Path:
             run.notes.append(f"{len(gaps)} check(s) the observations imply have no record in the results: "
                              "reported as errors")
             meta["notes"] = list(meta.get("notes") or []) + [run.notes[-1]]
-    meta["plots"] = plotting.render_all(records, target.parent) if plots else []
+    created = [p for p in target.parents if not p.exists()]
     try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        meta["plots"] = plotting.render_all(records, target.parent) if plots else []
         atomic_write_text(target, report.render(records, meta))
     except OSError as exc:
+        remove_created(created)
         raise CommandError(f"cannot write {target}: {exc.strerror or exc}") from None
     for note in run.notes:
         print(f"note: {note}", file=sys.stderr)
     return target
 
 
+def remove_created(created: list) -> None:
+    """Undo the folders a failed write created (``created``: deepest first), each only if empty."""
+    for p in created:
+        try:
+            p.rmdir()
+        except OSError:
+            break
+
+
 def cmd_report(args) -> int:
     target = rerender(args.results, args.out, plots=not args.no_plots)
-    print(f"report: {target}")
+    say(f"report: {target}")
     return 0
 
 
-def _fraction(text, what) -> float:
-    t = str(text).strip()
-    try:
-        return float(t[:-1]) / 100.0 if t.endswith("%") else float(t)
-    except ValueError:
-        raise CommandError(f"{what} {text!r}: give a number or a percentage") from None
-
-
 def cmd_compare(args) -> int:
+    """Two runs of different inputs (seed, cases' parameters or inputs) are refused unless
+    --verdicts-only: their gradients, errors and timings differ by construction, and a gate that
+    reported them as regressions (or compared less without saying so) could not be trusted."""
     from . import diff, runs
 
     fail_on = diff.parse_fail_on(args.fail_on)
     alpha = diff.DEFAULT_ALPHA if args.alpha is None else args.alpha
     if not 0 < alpha < 1:
         raise CommandError("--alpha must be between 0 and 1")
-    min_change = diff.DEFAULT_MIN_CHANGE if args.min_change is None else _fraction(args.min_change, "--min-change")
+    min_change = diff.DEFAULT_MIN_CHANGE
+    if args.min_change is not None:
+        try:
+            min_change = diff.parse_fraction(args.min_change)
+        except ValueError as exc:
+            raise CommandError(f"--min-change {args.min_change!r} {exc}") from None
+    if args.verdicts_only and "slowdown" in fail_on:
+        raise CommandError("--fail-on slowdown needs timings, and --verdicts-only compares none")
+    if args.out:
+        check_out_file(args.out)
     old, new = runs.load(args.old), runs.load(args.new)
-    d = diff.compare_runs(old, new, alpha=alpha, min_change=min_change, arrays=not args.no_arrays)
+    differ = diff.input_differences(old, new)
+    if differ and not args.verdicts_only:
+        raise CommandError(f"{old.folder} and {new.folder} ran different inputs ({'; '.join(differ)}), so their "
+                           f"gradients, errors and timings do not compare: compare runs of the same seed and "
+                           f"cases, or pass --verdicts-only to compare verdicts only")
+    d = diff.compare_runs(old, new, alpha=alpha, min_change=min_change, arrays=not args.no_arrays,
+                          verdicts_only=args.verdicts_only)
     text = diff.render(d)
     why = diff.failures(d, fail_on)
     if why:
         text += "\n**Fails** (`--fail-on " + args.fail_on + "`): " + "; ".join(why) + ".\n"
-    sys.stdout.write(text)
-    if args.out:
+    if args.out:   # written before stdout: an unwritable --out fails before any output
         from .records import atomic_write_text
 
+        out = Path(args.out)
+        created = [p for p in out.parents if not p.exists()]
         try:
-            Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-            atomic_write_text(Path(args.out), text)
+            out.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(out, text)
         except OSError as exc:
+            remove_created(created)
             raise CommandError(f"cannot write {args.out}: {exc.strerror or exc}") from None
+    say(text.rstrip("\n"))
     return 1 if why else 0
 
 
@@ -254,8 +364,14 @@ def cmd_merge(args, argv) -> int:
     from .session import new_run_id
 
     run_id = new_run_id()
-    out = Path(args.out) if args.out else Path("reports") / run_id
-    run_dir, records, meta = merge.merge(args.dirs, out, command=command_line(argv), run_id=run_id)
+    out = check_out_folder(args.out) if args.out else Path("reports") / run_id
+    run_dir, records, meta = merge.merge(args.dirs, out, command=command_line(argv), run_id=run_id,
+                                         allow_partial=args.allow_partial, expected=args.expected)
     for note in meta.get("notes", []):
         print(f"note: {note}", file=sys.stderr)
     return finish(run_dir, records, meta, args)
+
+
+__all__ = ["COMMANDS", "RUN_FAIL_ON_DEFAULT", "CommandError", "add_run_options", "add_subcommands", "apply_run_options",
+           "check_out_file", "check_out_folder", "command_line", "dispatch", "errors", "fail_on_verdicts", "failed",
+           "finish", "progress_for", "remove_created", "rerender", "say", "silence_stdout"]

@@ -16,6 +16,11 @@ Typical use: before/after a framework upgrade, a new GPU, a change to a model. R
 
 Two runs with the same seed on the same machine report no gradient change: CPU gradients are
 bitwise reproducible. Timing noise alone reports nothing: all three conditions must hold.
+
+Two runs whose cases were computed at different points (another seed, a case whose parameter
+shapes or input digest changed) have no gradient, error or timing in common to hold against each
+other: ``input_differences`` says why, and `compare` refuses them unless asked to compare
+verdicts only (``verdicts_only``), so a changed seed cannot pass for a regression.
 """
 from __future__ import annotations
 
@@ -33,7 +38,11 @@ from .runs import Run
 RANK = {"pass": 3, "skipped": 2, "diverge": 1, "nan": 0, "error": 0}
 DEFAULT_ALPHA = 0.01
 DEFAULT_MIN_CHANGE = 0.05
-FAIL_ON_CHOICES = ("divergence", "change", "slowdown", "removed", "none")
+FAIL_ON_CHOICES = ("diverge", "change", "slowdown", "removed", "none")
+#: compare's old spelling, still read (it never meant anything else); `run` and `compare` write ``diverge``
+FAIL_ON_ALIASES = {"divergence": "diverge"}
+#: the observation field holding a digest of a task's float64 params and inputs (where recorded)
+INPUTS_DIGEST = "inputs_digest"
 
 
 class DiffError(ValueError):
@@ -94,9 +103,13 @@ class Diff:
     slower: list = field(default_factory=list)           # dicts, see _timings
     faster: list = field(default_factory=list)
     timings_compared: int = 0
+    timings_contended: int = 0                           # compared cells contended in either run: no verdict
     unchanged: int = 0
     alpha: float = DEFAULT_ALPHA
     min_change: float = DEFAULT_MIN_CHANGE
+    #: only verdicts (and cases, checks) compared: no errors, gradient arrays or timings
+    verdicts_only: bool = False
+    inputs_differ: list = field(default_factory=list)    # input_differences(old, new)
 
     @property
     def regressions(self) -> list:
@@ -108,8 +121,9 @@ class Diff:
 
 
 def compare_runs(old: Run, new: Run, alpha: float = DEFAULT_ALPHA, min_change: float = DEFAULT_MIN_CHANGE,
-                 arrays: bool = True) -> Diff:
-    d = Diff(old=old, new=new, alpha=alpha, min_change=min_change)
+                 arrays: bool = True, verdicts_only: bool = False) -> Diff:
+    d = Diff(old=old, new=new, alpha=alpha, min_change=min_change, verdicts_only=verdicts_only,
+             inputs_differ=input_differences(old, new))
     old_cases = {r["case"] for r in old.records}
     new_cases = {r["case"] for r in new.records}
     d.cases_added = sorted(new_cases - old_cases)
@@ -130,17 +144,52 @@ def compare_runs(old: Run, new: Run, alpha: float = DEFAULT_ALPHA, min_change: f
         if o["verdict"] != n["verdict"]:
             d.flipped.append((o, n))
             continue
-        moved = _error_moved(o, n)
+        moved = None if verdicts_only else _error_moved(o, n)
         if moved is not None:
             d.moved.append((o, n) + moved)
         else:
             d.unchanged += 1
+    if verdicts_only:
+        d.gradients_note = "--verdicts-only (verdicts were compared)"
+        return d
     if arrays:
         _array_drift(d, common)
     else:
         d.gradients_note = "--no-arrays (errors and verdicts were compared)"
     _timings(d, o_idx, n_idx)
     return d
+
+
+def _task_key(row) -> tuple:
+    return (row.get("case"), row.get("framework"), row.get("device"), row.get("dtype"), row.get("mode"),
+            row.get("precision"))
+
+
+def input_differences(old: Run, new: Run) -> list:
+    """Why OLD and NEW did not compute their cases at the same points, one phrase per reason
+    (empty: the same inputs as far as the runs tell): the seed, and per case the parameter shapes
+    or the input digest of a task both runs made."""
+    why = []
+    so, sn = old.meta.get("seed"), new.meta.get("seed")
+    if so is not None and sn is not None and so != sn:
+        why.append(f"seed {so} vs {sn}")
+    if not (old.has_observations() and new.has_observations()):
+        return why
+    old_rows = {_task_key(r): r for r in old.observations() if r.get("status") == "ok"}
+    changed = set()
+    for r in new.observations():
+        o = old_rows.get(_task_key(r))
+        if o is None or r.get("status") != "ok":
+            continue
+        shapes = o.get("params") is not None and r.get("params") is not None and o["params"] != r["params"]
+        digests = o.get(INPUTS_DIGEST) and r.get(INPUTS_DIGEST) and o[INPUTS_DIGEST] != r[INPUTS_DIGEST]
+        if shapes or digests:
+            changed.add(r["case"])
+    if changed:
+        names = sorted(changed)
+        shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+        why.append(f"other parameters or inputs in case(s) {shown}")
+    return why
 
 
 def _error_moved(o, n):
@@ -189,12 +238,8 @@ def _array_drift(d: Diff, common) -> None:
                             f"(errors and verdicts were compared)")
         return
 
-    def task_key(row):
-        return (row.get("case"), row.get("framework"), row.get("device"), row.get("dtype"), row.get("mode"),
-                row.get("precision"))
-
-    old_rows = {task_key(r): r for r in d.old.observations() if r.get("status") == "ok" and r.get("arrays")}
-    new_rows = {task_key(r): r for r in d.new.observations() if r.get("status") == "ok" and r.get("arrays")}
+    old_rows = {_task_key(r): r for r in d.old.observations() if r.get("status") == "ok" and r.get("arrays")}
+    new_rows = {_task_key(r): r for r in d.new.observations() if r.get("status") == "ok" and r.get("arrays")}
     tolerances = _tolerance_records(d.new.records)
     compared = 0
     for key in sorted(set(old_rows) & set(new_rows), key=lambda k: tuple(map(str, k))):
@@ -228,6 +273,10 @@ def _timings(d: Diff, o_idx, n_idx) -> None:
         if o["check"] != "timing" or not o.get("times") or not n.get("times"):
             continue
         d.timings_compared += 1
+        # contended in either run (harness.contention): its figures are not the machine's, so no verdict
+        if o.get("contended") or n.get("contended"):
+            d.timings_contended += 1
+            continue
         oq, nq = _quartiles(o["times"]), _quartiles(n["times"])
         ratio = nq[1] / oq[1] if oq[1] > 0 else float("inf")
         p = mann_whitney_p(o["times"], n["times"])
@@ -242,25 +291,51 @@ def _timings(d: Diff, o_idx, n_idx) -> None:
 
 
 # ---- exit code ------------------------------------------------------------------------------------------
+def parse_fraction(text) -> float:
+    """'10%' or '0.10' -> 0.10. A bare number is a fraction, so one of 1 or more ('10': 1000%?) is
+    refused as ambiguous, as are negative and non-finite values: a typo cannot loosen a gate.
+    Raises ValueError with the rest of a sentence that starts with the flag and its value."""
+    t = str(text).strip()
+    try:
+        value = float(t[:-1]) / 100.0 if t.endswith("%") else float(t)
+    except ValueError:
+        raise ValueError("is not a percentage or a fraction (e.g. 10% or 0.10)") from None
+    if not math.isfinite(value):
+        raise ValueError("is not finite: give a percentage or a fraction, e.g. 10% or 0.10")
+    if value < 0:
+        raise ValueError("is negative: give 0 or more, e.g. 10% or 0.10")
+    if not t.endswith("%") and value >= 1:
+        raise ValueError(f"is ambiguous: a bare number is a fraction ({t} would mean {value:.0%}); "
+                         f"write {t}% or {value / 100:g}")
+    return value
+
+
 def parse_fail_on(text: str) -> dict:
-    """'divergence,slowdown=10%' -> {'divergence': None, 'slowdown': 0.10}."""
+    """'diverge,slowdown=10%' -> {'diverge': None, 'slowdown': 0.10}. Empty is an error, not `none`:
+    an unset CI variable must not turn the gate off."""
+    tokens = [t.strip() for t in (text or "").split(",")]
+    if not any(tokens):
+        raise DiffError(f"--fail-on {text!r} is empty: name what fails ({', '.join(FAIL_ON_CHOICES[:-1])}) "
+                        f"or none")
     out = {}
-    for token in (t.strip() for t in (text or "").split(",") if t.strip()):
-        name, _, value = token.partition("=")
-        name = name.strip()
+    for token in tokens:
+        if not token:
+            raise DiffError(f"--fail-on {text!r}: an empty item between commas")
+        name, sep, value = (part.strip() for part in token.partition("="))
+        name = FAIL_ON_ALIASES.get(name, name)
         if name not in FAIL_ON_CHOICES:
             raise DiffError(f"--fail-on {token!r}: choose from {', '.join(FAIL_ON_CHOICES)} "
                             f"(slowdown takes a threshold, e.g. slowdown=10%)")
-        if value:
-            if name != "slowdown":
-                raise DiffError(f"--fail-on {token!r}: only slowdown takes a value")
-            v = value.strip()
-            try:
-                out[name] = float(v[:-1]) / 100.0 if v.endswith("%") else float(v)
-            except ValueError:
-                raise DiffError(f"--fail-on {token!r}: give a percentage, e.g. slowdown=10%") from None
-        else:
-            out[name] = None
+        if sep and name != "slowdown":
+            raise DiffError(f"--fail-on {token!r}: only slowdown takes a value")
+        if sep and not value:
+            raise DiffError(f"--fail-on {token!r}: give the threshold, e.g. slowdown=10%")
+        try:
+            out[name] = parse_fraction(value) if value else None
+        except ValueError as exc:
+            raise DiffError(f"--fail-on {token!r} {exc}") from None
+    if "none" in out and len(out) > 1:
+        raise DiffError(f"--fail-on {text!r}: none cannot be combined with anything else")
     return out
 
 
@@ -269,10 +344,10 @@ def failures(d: Diff, fail_on: dict) -> list:
     why = []
     if "none" in fail_on:
         return why
-    if "divergence" in fail_on:
+    if "diverge" in fail_on:
         n = len(d.regressions) + len(d.moved) + len(d.gradients)
         if n:
-            why.append(f"divergence: {len(d.regressions)} verdict(s) got worse, {len(d.moved)} error(s) and "
+            why.append(f"diverge: {len(d.regressions)} verdict(s) got worse, {len(d.moved)} error(s) and "
                        f"{len(d.gradients)} gradient(s) moved beyond tolerance")
     if "change" in fail_on and (d.flipped or d.moved or d.gradients):
         why.append(f"change: {d.gradient_changes} gradient change(s)")
@@ -318,6 +393,8 @@ def _headline(d: Diff) -> str:
     if d.faster:
         parts.append(f"{len(d.faster)} timing(s) faster")
     if not parts:
+        if d.verdicts_only:
+            return "**✓ No verdict changed** (verdicts only)."
         return "**✓ No change**: same verdicts, no gradient or error moved beyond tolerance, no timing changed " \
                "beyond noise."
     mark = "✗" if (d.regressions or d.moved or d.gradients) else "Δ"
@@ -327,6 +404,11 @@ def _headline(d: Diff) -> str:
 def render(d: Diff) -> str:
     o, n = d.old, d.new
     lines = [f"# gradharness compare — {o.run_id} → {n.run_id}", "", _headline(d), ""]
+    if d.verdicts_only:
+        why = (f"the runs' inputs differ ({'; '.join(d.inputs_differ)}), so" if d.inputs_differ
+               else "`--verdicts-only`:")
+        lines += [f"**Verdicts only** — {why} gradients, errors and timings are not held against each other; "
+                  f"only verdicts, cases and checks are compared.", ""]
     rows = [["run", f"`{o.run_id}`", f"`{n.run_id}`"],
             ["from", f"`{o.folder}`", f"`{n.folder}`"],
             ["started", o.meta.get("started", ""), n.meta.get("started", "")],
@@ -405,13 +487,18 @@ def render(d: Diff) -> str:
         lines += ["Same cases and checks in both runs.", ""]
 
     lines += ["## Timings", ""]
-    if not d.timings_compared:
+    if d.verdicts_only:
+        lines += ["Not compared (verdicts only).", ""]
+    elif not d.timings_compared:
         lines += ["No timing in both runs (run with `--timing quick` or `full`).", ""]
     else:
         lines += [f"{d.timings_compared} timing cell(s) compared from their raw per-call times. A cell changed when "
                   f"a two-sided Mann-Whitney U test gives p < {d.alpha:g}, the interquartile ranges do not overlap, "
                   f"and the medians differ by more than {d.min_change:.0%}. Compare timings from the same machine.",
                   ""]
+        if d.timings_contended:   # harness.contention
+            lines += [f"{d.timings_contended} of them contended in either run (other processes held the CPUs): "
+                      "no slower or faster verdict.", ""]
         for title, entries in (("Slower", d.slower), ("Faster", d.faster)):
             if not entries:
                 continue
@@ -440,3 +527,8 @@ def _err(r) -> str:
 def _reason(r) -> str:
     text = (r.get("message") or "").strip().splitlines()
     return " ".join(text[0].split())[:160].replace("|", "\\|") if text else ""
+
+
+__all__ = ["DEFAULT_ALPHA", "DEFAULT_MIN_CHANGE", "FAIL_ON_ALIASES", "FAIL_ON_CHOICES", "INPUTS_DIGEST", "RANK",
+           "Diff", "DiffError", "compare_runs", "failures", "input_differences", "mann_whitney_p", "parse_fail_on",
+           "parse_fraction", "record_key", "render"]

@@ -2,9 +2,12 @@
 
 Both the parent (to plan) and each worker (to run) load cases the same way, so a case is
 identified everywhere by (name, source): source is 'builtin' or the absolute path of the file.
+`FILE.py::NAME` (pytest's spelling) selects within one file; a name that matches nothing is an
+error that suggests the closest names ("did you mean"), never an empty selection.
 """
 from __future__ import annotations
 
+import difflib
 import fnmatch
 import hashlib
 import importlib
@@ -87,8 +90,35 @@ def looks_like_path(token: str) -> bool:
     return token.endswith(".py") or "/" in token or Path(token).is_file()
 
 
+def did_you_mean(word: str, choices) -> str:
+    """' (did you mean 'x' or 'y'?)' naming the closest of ``choices``, or '' when none is close."""
+    close = difflib.get_close_matches(word, sorted(set(choices)), n=3, cutoff=0.6)
+    return f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""
+
+
+def matches(case: Case, token: str) -> bool:
+    """Does a --cases token (a name, a tag or a glob over names) pick ``case``?"""
+    return case.name == token or token in case.tags or fnmatch.fnmatchcase(case.name, token)
+
+
+def in_file(token: str) -> list[Case]:
+    """`FILE.py::NAME`: the cases of FILE that NAME (a name, tag or glob) picks; none is an error."""
+    path, _, name = token.partition("::")
+    name = name.strip()
+    if not name:
+        raise CaseError(f"{token!r}: name a case after '::' (FILE.py::NAME)")
+    pool = load_file(path)
+    picked = [c for c in pool if matches(c, name)]
+    if not picked:
+        names = [c.name for c in pool]
+        shown = ", ".join(names[:10]) + (f" and {len(names) - 10} more" if len(names) > 10 else "")
+        raise CaseError(f"no case {name!r} in {pool[0].source}{did_you_mean(name, names)}; its cases: {shown}")
+    return picked
+
+
 def select(spec: str | None, everything: bool = False, quick: bool = False) -> list[Case]:
-    """Resolve a --cases spec: comma-separated built-in names, tags, globs or case files.
+    """Resolve a --cases spec: comma-separated built-in names, tags, globs, case files or
+    FILE.py::NAME.
 
     No spec: the built-in cases tagged 'default' ('quick' with quick, all with everything).
     An unknown token raises CaseError naming it and what was available.
@@ -104,14 +134,16 @@ def select(spec: str | None, everything: bool = False, quick: bool = False) -> l
     for token in (t.strip() for t in spec.split(",")):
         if not token:
             continue
-        if looks_like_path(token):
+        if "::" in token:
+            matched = in_file(token)
+        elif looks_like_path(token):
             matched = load_file(token)
         else:
-            matched = [c for c in builtins
-                       if c.name == token or token in c.tags or fnmatch.fnmatchcase(c.name, token)]
+            matched = [c for c in builtins if matches(c, token)]
             if not matched:
                 hint = ", ".join(sorted(tags))
-                raise CaseError(f"unknown case, tag or file: {token!r} "
+                raise CaseError(f"unknown case, tag or file: {token!r}"
+                                f"{did_you_mean(token, [c.name for c in builtins] + sorted(tags))} "
                                 f"(see `python -m harness list`; tags: {hint})")
         chosen += [c for c in matched if all(c is not k for k in chosen)]
     names = [c.name for c in chosen]
@@ -134,3 +166,7 @@ def find(name: str, source: str) -> Case:
         if case.name == name:
             return case
     raise CaseError(f"case {name!r} not found in {source}")
+
+
+__all__ = ["BUILTIN", "builtin_cases", "cases_in", "did_you_mean", "find", "in_file", "load_file", "looks_like_path",
+           "matches", "select"]

@@ -6,9 +6,11 @@ so checks that need several shards' tasks (framework vs framework) are computed 
 unsharded run: the merged results.jsonl has the same records and verdicts, and report.md the
 same content, as a run of all the cases on one machine (only the run id, command and times differ).
 
-Shards must come from the same settings (seed, dtypes, devices, modes, precision, timing) and the
-same framework versions; a case found in two shards, or a shard that is missing, is an error
-rather than a silently different report.
+Shards must come from the same settings (seed, dtypes, devices, modes, precision, timing), the
+same case selection and the same framework versions; a case found in two shards, or a shard that
+is missing, is an error rather than a silently different report. ``allow_partial`` merges without
+the missing shards, and the report's headline says the run is partial. The merged folder is
+written whole or not at all: a failure to write it removes what the merge created.
 """
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ import os
 import shutil
 from pathlib import Path
 
-from . import compare, plots, report
+from . import compare, known, plots, report
 from .records import atomic_write_text, normalise, write_jsonl
 from .runs import RunError, load
 
@@ -49,8 +51,9 @@ def _source_cases(rows) -> tuple:
     return cases, notes
 
 
-def _check_compatible(shards: list) -> list:
-    notes = []
+def _check_compatible(shards: list, allow_partial: bool = False) -> tuple:
+    """(notes, partial): partial is None, or the shards and cases missing from the merge."""
+    notes, partial = [], None
     first = shards[0]
     for s in shards[1:]:
         for key in SAME:
@@ -67,11 +70,23 @@ def _check_compatible(shards: list) -> list:
         dupes = sorted({i for i in indexes if indexes.count(i) > 1})
         if dupes:
             raise RunError(f"cannot merge: shard {dupes[0]}/{infos[0]['count']} given twice")
-        missing = sorted(set(range(1, infos[0]["count"] + 1)) - set(indexes))
+        selections = {json.dumps(i.get("of_cases")) for i in infos}
+        if len(selections) > 1:
+            raise RunError("cannot merge: the shards split different case selections (--cases differs)")
+        total = infos[0]["count"]
+        missing = [f"{m}/{total}" for m in sorted(set(range(1, total + 1)) - set(indexes))]
         if missing:
-            total = infos[0]["count"]
-            notes.append(f"shard(s) {', '.join(f'{m}/{total}' for m in missing)} not given: their cases are absent")
-    return notes
+            given = {c for s in shards for c in s.meta.get("cases") or []}
+            absent = [c for c in infos[0].get("of_cases") or [] if c not in given]
+            what = f"shard {', '.join(missing)} not given"
+            if absent:
+                shown = ", ".join(absent[:5]) + (f" and {len(absent) - 5} more" if len(absent) > 5 else "")
+                what += f" (case(s) {shown})"
+            if not allow_partial:
+                raise RunError(f"cannot merge: {what}; give every shard, or --allow-partial to merge without it")
+            partial = {"missing_shards": missing, "missing_cases": absent}
+            notes.append(f"partial merge: {what}; those cases are absent")
+    return notes, partial
 
 
 def _workers(shards) -> list:
@@ -93,48 +108,8 @@ def _copy(src: Path, dst: Path) -> None:
         shutil.copy2(src, dst)
 
 
-def merge(specs, out: Path, command: str = "", run_id: str | None = None) -> tuple:
-    """Merge shard runs into ``out`` (created; must not hold files). Returns (out, records, meta)."""
-    from .session import new_run_id
-
-    if not specs:
-        raise RunError("merge needs at least one run folder")
-    shards = [load(s) for s in specs]
-    for s in shards:
-        if not s.has_observations():
-            raise RunError(f"cannot merge {s.folder}: it has no observations.jsonl and arrays/ "
-                           f"(merge needs the run folders, not just results.jsonl)")
-    folders = [s.folder.resolve() for s in shards]
-    if len(set(folders)) != len(folders):
-        raise RunError("cannot merge: the same run folder is given twice")
-    notes = _check_compatible(shards)
-    out = Path(out)
-    if out.exists() and any(out.iterdir()):
-        raise RunError(f"--out {out} exists and is not empty")
-    run_id = run_id or new_run_id()
-
-    owner: dict = {}
-    rows, skips = [], []
-    for s in shards:
-        shard_rows = s.observations()
-        for case in sorted({r["case"] for r in shard_rows} | {r["case"] for r in s.records}):
-            if case in owner and owner[case] is not s:
-                raise RunError(f"cannot merge: case {case!r} is in both {owner[case].folder} and {s.folder}")
-            owner[case] = s
-        rows += [(s, r) for r in shard_rows]
-        # run-level records that have no observation: a framework without an implementation or not installed
-        skips += [r for r in s.records if r.get("check") == "run" and r.get("device") == "-"]
-    if any(s.meta.get("interrupted") for s in shards):
-        raise RunError("cannot merge an interrupted shard: finish it with `python -m harness run --resume DIR` first")
-
-    # one deterministic order: the cases' order in the full selection, then frameworks as configured
-    of_cases = next((s.meta["shard"].get("of_cases") for s in shards if s.meta.get("shard")), None) or []
-    case_rank = {name: i for i, name in enumerate(of_cases)}
-    fw_rank = {fw: i for i, fw in enumerate(shards[0].meta.get("frameworks") or {})}
-    rows.sort(key=lambda sr: (fw_rank.get(sr[1].get("framework"), 99), str(sr[1].get("device")),
-                              str(sr[1].get("precision")), case_rank.get(sr[1]["case"], len(case_rank)), sr[1]["case"],
-                              str(sr[1].get("dtype")), str(sr[1].get("mode"))))
-
+def _write(out: Path, shards, rows, skips, owner, notes, partial, command, run_id, expected=()) -> tuple:
+    """Write the merged folder: arrays and logs copied, observations, run.json, results, plots, report."""
     out.mkdir(parents=True, exist_ok=True)
     (out / "arrays").mkdir(exist_ok=True)
     (out / "logs").mkdir(exist_ok=True)
@@ -168,6 +143,10 @@ def merge(specs, out: Path, command: str = "", run_id: str | None = None) -> tup
     records = [normalise(r, run_id) for r in records]
 
     first = shards[0].meta
+    # the shards' own --expected tables and the merge's, judged over every shard's records at once
+    files = list(dict.fromkeys([*(f for sh in shards for f in ((sh.meta.get("expected") or {}).get("files") or [])),
+                                *map(str, expected)]))
+    summary = known.apply(records, known.entries_for(cases.values(), files))
     meta = {"run_id": run_id, "command": command, "started": min((s.meta.get("started") or "") for s in shards),
             "seed": first.get("seed"), "cases": sorted(owner), "frameworks": first.get("frameworks"),
             "devices": first.get("devices"), "dtypes": first.get("dtypes"), "modes": first.get("modes"),
@@ -178,11 +157,88 @@ def merge(specs, out: Path, command: str = "", run_id: str | None = None) -> tup
             "merged_from": [{"run_id": s.run_id, "folder": str(s.folder), "shard": s.meta.get("shard"),
                              "seconds": s.meta.get("seconds"), "environment": s.meta.get("environment")}
                             for s in shards],
-            "notes": notes, "latest": False}
+            "notes": notes, "latest": False, "expected": {"files": files, **summary}}
+    if partial:
+        meta["partial"] = partial     # report.render heads the report with it
     atomic_write_text(out / "run.json", json.dumps(meta, indent=2, default=str))
     write_jsonl(out / "results.jsonl", records)
     meta["plots"] = plots.render_all(records, out)
     atomic_write_text(out / "report.md", report.render(records, meta))
+    return records, meta
+
+
+def _remove(out: Path, created: list) -> None:
+    """Undo a failed merge: what it wrote in ``out`` and the folders it created (deepest first)."""
+    if out.is_dir():
+        for p in out.iterdir():
+            if p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p, ignore_errors=True)
+            else:
+                p.unlink(missing_ok=True)
+    for p in created:
+        try:
+            p.rmdir()
+        except OSError:
+            break
+
+
+def merge(specs, out: Path, command: str = "", run_id: str | None = None, allow_partial: bool = False,
+          expected=()) -> tuple:
+    """Merge shard runs into ``out`` (created; must not hold files). Returns (out, records, meta)."""
+    from .session import new_run_id
+
+    if not specs:
+        raise RunError("merge needs at least one run folder")
+    shards = [load(s) for s in specs]
+    for s in shards:
+        if not s.has_observations():
+            raise RunError(f"cannot merge {s.folder}: it has no observations.jsonl and arrays/ "
+                           f"(merge needs the run folders, not just results.jsonl)")
+    folders = [s.folder.resolve() for s in shards]
+    if len(set(folders)) != len(folders):
+        raise RunError("cannot merge: the same run folder is given twice")
+    notes, partial = _check_compatible(shards, allow_partial)
+    try:   # a malformed --expected table is refused before anything is written
+        known.entries_for([], expected)
+    except known.KnownError as exc:
+        raise RunError(str(exc)) from None
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise RunError(f"--out {out} is a file, not a folder")
+    if out.is_dir() and any(out.iterdir()):
+        raise RunError(f"--out {out} exists and is not empty")
+
+    owner: dict = {}
+    rows, skips = [], []
+    for s in shards:
+        shard_rows = s.observations()
+        for case in sorted({r["case"] for r in shard_rows} | {r["case"] for r in s.records}):
+            if case in owner and owner[case] is not s:
+                raise RunError(f"cannot merge: case {case!r} is in both {owner[case].folder} and {s.folder}")
+            owner[case] = s
+        rows += [(s, r) for r in shard_rows]
+        # run-level records that have no observation: a framework without an implementation or not installed
+        skips += [r for r in s.records if r.get("check") == "run" and r.get("device") == "-"]
+    if any(s.meta.get("interrupted") for s in shards):
+        raise RunError("cannot merge an interrupted shard: finish it with `python -m harness run --resume DIR` first")
+
+    # one deterministic order: the cases' order in the full selection, then frameworks as configured
+    of_cases = next((s.meta["shard"].get("of_cases") for s in shards if s.meta.get("shard")), None) or []
+    case_rank = {name: i for i, name in enumerate(of_cases)}
+    fw_rank = {fw: i for i, fw in enumerate(shards[0].meta.get("frameworks") or {})}
+    rows.sort(key=lambda sr: (fw_rank.get(sr[1].get("framework"), 99), str(sr[1].get("device")),
+                              str(sr[1].get("precision")), case_rank.get(sr[1]["case"], len(case_rank)), sr[1]["case"],
+                              str(sr[1].get("dtype")), str(sr[1].get("mode"))))
+
+    created = [p for p in (out, *out.parents) if not p.exists()]
+    try:
+        records, meta = _write(out, shards, rows, skips, owner, notes, partial, command, run_id or new_run_id(),
+                               expected)
+    except BaseException as exc:
+        _remove(out, created)
+        if isinstance(exc, OSError):
+            raise RunError(f"cannot write the merged run folder {out}: {exc.strerror or exc}") from None
+        raise
     return out, records, meta
 
 

@@ -26,6 +26,8 @@ class Run:
     #: True when run.json was absent (or belongs to another run) and ``meta`` was derived from records
     derived: bool = False
     notes: list = field(default_factory=list)
+    #: observations() read once (compare and merge each look at them more than once)
+    cached_observations: list | None = field(default=None, repr=False)
 
     @property
     def run_id(self) -> str:
@@ -45,12 +47,16 @@ class Run:
     def observations(self) -> list:
         """The raw observation rows (one per task id, the last answer winning); a torn last line
         (a run killed mid-write) is ignored, any other line that is not JSON is a RunError."""
-        if not self.observations_path.is_file():
-            return []
-        try:
-            return read_observations(self.observations_path, strict=True)
-        except ValueError as exc:
-            raise RunError(str(exc)) from None
+        if self.cached_observations is None:
+            if not self.observations_path.is_file():
+                return []
+            try:
+                self.cached_observations = read_observations(self.observations_path, strict=True)
+            except ValueError as exc:
+                raise RunError(str(exc)) from None
+            except OSError as exc:
+                raise RunError(f"cannot read {self.observations_path}: {exc.strerror or exc}") from None
+        return self.cached_observations
 
 
 def load(spec) -> Run:
@@ -66,8 +72,10 @@ def load(spec) -> Run:
         raise RunError(f"no run folder or results file at {path}")
     try:
         records = read_jsonl(results)
-    except (ValueError, OSError) as exc:
+    except ValueError as exc:
         raise RunError(str(exc)) from None
+    except OSError as exc:
+        raise RunError(f"cannot read {results}: {exc.strerror or exc}") from None
     bad = [r for r in records if not isinstance(r, dict) or "check" not in r or "case" not in r]
     if bad:
         raise RunError(f"{results}: not a gradharness results file (a line without case/check)")
@@ -128,3 +136,6 @@ def derive_meta(records) -> dict:
         "timing": timing,
         "threads": threads,
     }
+
+
+__all__ = ["Run", "RunError", "derive_meta", "load"]

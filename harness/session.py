@@ -30,7 +30,7 @@ import numpy as np
 from adapters import FRAMEWORKS
 from adapters.base import cpu_name
 
-from . import compare, plots, report
+from . import compare, known, plots, report
 from .plan import Plan, make_plan
 from .records import atomic_write_text, normalise, read_observations, write_jsonl
 from .executors import runner_class
@@ -59,6 +59,7 @@ class Settings:
     memory_limit: int = 0                         # bytes of address space per CPU worker (0: none)
     shard: dict | None = None                     # --shard K/N: {"index", "count", "of_cases", ...}
     executor: str = "local"                       # --executor: local processes or ray (harness.executors)
+    expected: list = field(default_factory=list)  # --expected FILE...: a project's known divergences
 
 
 #: Settings fields that do not change what a run computes: --resume may not carry them over
@@ -231,6 +232,8 @@ def execute(settings: Settings, resume: Path | None = None, progress=None) -> tu
             if task.id not in finished:
                 records.append(_not_run(task, interrupted.name))
     records = [normalise(r, run_id) for r in records]
+    meta["expected"] = {"files": [str(p) for p in settings.expected],
+                        **known.apply(records, known.entries_for(cases.values(), settings.expected))}
     # wall time of the whole run: a resumed run adds this session's to the earlier ones'
     # (a new run's meta has no "seconds" yet)
     meta["seconds"] = (meta.get("seconds") or 0.0) + time.perf_counter() - start

@@ -97,7 +97,9 @@ def assert_gradients_agree(case: Case | None = None, *, make=None, loss=None, na
     records = inprocess.run_case(case, frameworks=chosen, dtypes=dtypes, modes=tuple(modes), seed=seed,
                                  fd_mode=fd_mode)
     # the root cause first: a framework's own checks (fd, jvp, ...) before the pairs they spoil
-    bad = sorted((r for r in records if r["verdict"] in fail_on), key=lambda r: (check_rank(r["check"]), _sort_key(r)))
+    # a known framework bug with an upstream report (cases/expected_divergences.toml) is reported in
+    # the records but fails nothing, as in `harness run`: only its framework can fix it
+    bad = sorted((r for r in records if r["verdict"] in fail_on and not r.get("upstream")), key=lambda r: (check_rank(r["check"]), _sort_key(r)))
     if bad:
         lines = [describe(r) for r in bad[:MESSAGE_LINES]]
         if len(bad) > MESSAGE_LINES:

@@ -214,7 +214,8 @@ def test_crash_exception_bad_loss_and_oom_each_become_one_error_row(tmp_path):
         "d_segv": "worker crashed (SIGSEGV): Fatal Python error: Segmentation fault in string_at",
         "d_killed": "worker killed (SIGKILL) from outside the harness, most likely out of memory",
         "e_raise": "RuntimeError: loss exploded",
-        "f_autodiff": "RuntimeError: backward exploded",
+        "f_autodiff": "AutodiffError: through the case's custom gradient (autograd.Function t_autodiff.<locals>.Bad): "
+                      "RuntimeError: backward exploded",
         "g_vector": "ScalarError: loss must return a scalar, got shape (3,)",
         "h_int": "ScalarError: loss must return a floating scalar, got int64",
         "i_complex": "ScalarError: loss must return a floating scalar, got complex128",
@@ -231,7 +232,7 @@ def test_crash_exception_bad_loss_and_oom_each_become_one_error_row(tmp_path):
     assert "called from t_segv (faults.py:" in runs["d_segv"]["message"]
     # the traceback's last lines travel in the record: the case's own frame and the error
     assert 'raise RuntimeError("loss exploded")' in runs["e_raise"]["traceback"]
-    assert runs["f_autodiff"]["traceback"].splitlines()[-1] == "RuntimeError: backward exploded"
+    assert runs["f_autodiff"]["traceback"].splitlines()[-1].endswith("RuntimeError: backward exploded")
     assert "boom_make" in runs["b_make"]["traceback"]
     assert "faults.py" in runs["c_abort"]["traceback"] and "Fatal Python error" in runs["c_abort"]["traceback"]
     # the tasks around the faults still ran (a fresh worker after each crash) and pass
@@ -255,7 +256,7 @@ def test_hung_task_and_hung_worker_group_are_killed_with_their_children(tmp_path
     cases.write_text(HANGS)
     pids_task, pids_group = tmp_path / "pids_task", tmp_path / "pids_group"
     start = time.monotonic()
-    per_task = _start("run", "--cases", cases, *FAST, "--timeout", "3", "--out", tmp_path / "task",
+    per_task = _start("run", "--cases", cases, *FAST, "--timeout", "6", "--out", tmp_path / "task",
                       env=_env(FAULT_PIDS=pids_task))
     per_group = _start("run", "--cases", cases, *FAST, "--worker-timeout", "8", "--out", tmp_path / "group",
                        env=_env(FAULT_PIDS=pids_group))
@@ -265,8 +266,10 @@ def test_hung_task_and_hung_worker_group_are_killed_with_their_children(tmp_path
 
     task = _runs(results(tmp_path / "task"))
     assert task["b_hang"]["verdict"] == "error"
-    assert task["b_hang"]["message"] == "timed out after 3s (worker killed)"
-    assert all(r["verdict"] == "pass" for r in results(tmp_path / "task") if r["case"] != "b_hang")
+    assert task["b_hang"]["message"] == "timed out after 6s (worker killed)"
+    assert all(r["verdict"] == "pass" for r in results(tmp_path / "task") if r["case"] != "b_hang"), \
+        [(r["case"], r["check"], r["framework"], r["verdict"], r.get("message")) for r in results(tmp_path / "task")
+         if r["case"] != "b_hang" and r["verdict"] != "pass"]
     assert {"a_ok_first", "c_ok_last"} <= {r["case"] for r in results(tmp_path / "task") if r["check"] == "fd"}
 
     group = _runs(results(tmp_path / "group"))
@@ -275,7 +278,7 @@ def test_hung_task_and_hung_worker_group_are_killed_with_their_children(tmp_path
     assert group["c_ok_last"]["verdict"] == "error"
     assert group["c_ok_last"]["message"].startswith("not run: the torch cpu worker's tasks exceeded --worker-timeout")
     assert [r["verdict"] for r in results(tmp_path / "group") if r["case"] == "a_ok_first"][0] == "pass"
-    assert _reported((tmp_path / "task" / "report.md").read_text(), "b_hang", "timed out after 3s")
+    assert _reported((tmp_path / "task" / "report.md").read_text(), "b_hang", "timed out after 6s")
     assert _reported((tmp_path / "group" / "report.md").read_text(), "b_hang", "timed out after 8s")
     # the hung worker and the child it started were killed (its whole process group)
     for pids in (pids_task, pids_group):
