@@ -4,7 +4,10 @@ An MLP forward+backward (float32) on every installed framework:
   torch eager        vs torch.utils.benchmark.Timer(...).blocked_autorange
   jax jit-compiled   vs a loop of jitted calls, each ended by block_until_ready
   tensorflow eager   vs a loop that materialises the results
-The harness side is exactly what a worker runs (adapter callables, harness.timing, "full").
+The harness side is exactly what a worker runs (adapter callables, harness.timing.measure, "full":
+blocked autorange bracketed by the contention probes, a contended measurement taken again); each
+line says in how many rounds the harness found the machine contended (harness/contention.py), as
+a figure from a contended machine is not a fidelity figure: rerun on a quiet one.
 The two methods run in ROUNDS paired rounds, the order alternating; the deviation is the median
 of the paired ratios, so drift of a shared machine between rounds cancels.
 Last line: max_deviation_pct=<x> (target <= 5, CPU and GPU).
@@ -27,7 +30,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from adapters import FRAMEWORKS, load  # noqa: E402
 from harness import Case, execute  # noqa: E402
-from harness.timing import PRESETS, blocked_autorange  # noqa: E402
+from harness.timing import PRESETS, measure  # noqa: E402
 
 #: (width, batch) per device: milliseconds per call on each
 SIZES = {"cpu": (512, 256), "cuda": (4096, 4096)}
@@ -72,7 +75,7 @@ def independent(framework, call, min_run_time):
     return float(np.median(times))
 
 
-def measure(framework, device, case):
+def measure_framework(framework, device, case):
     adapter = load(framework)
     adapter.setup(device, threads=0, precision="default")
     compiled = framework == "jax"   # JAX's own tool times jitted functions
@@ -82,8 +85,12 @@ def measure(framework, device, case):
     adapter.sync(call(*xs))
     preset = PRESETS["full"]
 
+    contended = []
+
     def harness_median():
-        return blocked_autorange(lambda: call(*xs), adapter.sync, **preset).median
+        m = measure(lambda: call(*xs), adapter.sync, "full")
+        contended.append(m.contended)
+        return m.median
 
     def own_tool_median():
         return independent(framework, lambda: call(*xs), preset["min_run_time"])
@@ -100,7 +107,7 @@ def measure(framework, device, case):
         rounds.append((ours, theirs))
     ours, theirs = (float(np.median(v)) for v in zip(*rounds))
     ratios = [a / b for a, b in rounds]
-    return ours, theirs, ratios, ("jit" if compiled else "eager"), adapter.device_name()
+    return ours, theirs, ratios, ("jit" if compiled else "eager"), adapter.device_name(), sum(contended)
 
 
 def main():
@@ -117,12 +124,13 @@ def main():
     for fw in args.frameworks.split(","):
         if args.device == "cpu":
             os.environ.setdefault("JAX_PLATFORMS", "cpu")
-        ours, theirs, ratios, mode, name = measure(fw, args.device, case)
+        ours, theirs, ratios, mode, name, contended = measure_framework(fw, args.device, case)
         deviation = abs(float(np.median(ratios)) - 1) * 100   # the median of the paired ratios
         q1, q3 = np.percentile(ratios, [25, 75])
         worst = max(worst, deviation)
         print(f"{fw:<10} {mode:<5} on {name}: harness {ours * 1e3:.3f} ms, own tool {theirs * 1e3:.3f} ms, "
-              f"deviation {deviation:.1f}% (median of {ROUNDS} paired rounds; their ratios' IQR {q1:.3f}-{q3:.3f})")
+              f"deviation {deviation:.1f}% (median of {ROUNDS} paired rounds; their ratios' IQR {q1:.3f}-{q3:.3f}; "
+              f"contended in {contended} of {ROUNDS})")
     print(f"max_deviation_pct={worst:.1f}")
 
 

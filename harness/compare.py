@@ -26,6 +26,7 @@ import numpy as np
 from . import coverage
 from .causes import CAUSES, label  # noqa: F401 - CAUSES re-exported: the verdicts' vocabulary
 from .plan import is_reference
+from .timing import record_fields
 from .tolerance import Tolerance, gradient_norm, gradient_scale, lookup
 
 
@@ -209,13 +210,17 @@ def build_records(rows: list, cases: dict, arrays_dir) -> list:
             if ref is None:
                 records.append(_unobserved(o, "reference", "the float64 reference task has no observation"))
             elif ref.ok:
-                records += _against(o, ref, "reference", lookup(o.dtype, overrides), fd_refs=[ref])
+                records += (_inputs_differ(o, ref, ("reference",))
+                            or _against(o, ref, "reference", lookup(o.dtype, overrides), fd_refs=[ref]))
             else:
                 records.append(_not_compared(o, ref, "reference"))
         eager = by_key.get((o.case, o.framework, o.device, o.dtype, "eager", o.precision))
         if o.mode == "compiled" and eager is not None:
-            records += (_against(o, eager, "compiled", lookup(o.dtype, overrides)) if eager.ok
-                        else [_not_compared(o, eager, "compiled")])
+            if eager.ok:
+                records += (_inputs_differ(o, eager, ("compiled",))
+                            or _against(o, eager, "compiled", lookup(o.dtype, overrides)))
+            else:
+                records.append(_not_compared(o, eager, "compiled"))
     # framework vs framework at the same device, dtype, mode and precision
     groups: dict = {}
     for o in observations:
@@ -224,6 +229,10 @@ def build_records(rows: list, cases: dict, arrays_dir) -> list:
         members.sort(key=lambda o: o.framework)
         for a, b in combinations(members, 2):
             if a.ok and b.ok:
+                differ = _inputs_differ(a, b, ("pairwise", "forward"), other=b)
+                if differ:
+                    records += differ
+                    continue
                 overrides = getattr(cases.get(a.case), "tolerance", None)
                 refs = [r for r in (reference_of.get((a.case, a.framework)), reference_of.get((b.case, b.framework))) if r]
                 records += _against(a, b, "pairwise", lookup(a.dtype, overrides), other=b, fd_refs=refs)
@@ -232,28 +241,7 @@ def build_records(rows: list, cases: dict, arrays_dir) -> list:
                 failed = b if a.ok else a
                 records += [_not_compared(a, failed, check, other=b) for check in ("pairwise", "forward")]
     label(records, observations, cases)
-    _mark_known(records, cases)
     return records + coverage.gap_records(records, rows, cases)
-
-
-def _mark_known(records: list, cases: dict) -> None:
-    """A failing record of a built-in case that cases/expected_divergences.toml lists as a
-    framework bug reported upstream keeps its verdict and cause and gains ``known`` (the entry's
-    reason) and ``upstream``: it is reported, but does not fail the run's exit code by itself (a
-    bug only its framework can fix must not keep every gate red). Other listed divergences
-    (conventions, defaults) still fail: the library cases are there to show them."""
-    builtin = {name for name, c in cases.items() if getattr(c, "source", "") == "builtin"}
-    if not any(r["case"] in builtin and r["verdict"] in ("diverge", "nan", "error") for r in records):
-        return
-    from cases import expected
-
-    entries = [e for e in expected.load() if e.case in builtin and e.upstream]
-    for rec in records:
-        if rec["case"] in builtin and rec["verdict"] in expected.FAILING:
-            entry = next((e for e in entries if e.matches(rec)), None)
-            if entry is not None:
-                rec["known"] = entry.reason
-                rec.setdefault("upstream", entry.upstream)
 
 
 def _stage_failed(o: Observation, stage: str, records: list) -> bool:
@@ -279,6 +267,7 @@ def _timing(o: Observation) -> list:
                    sync_overhead_s=m.get("overhead"),
                    timing_preset=o.row["timing"]["preset"], threads=(o.row.get("policy") or {}).get("threads"),
                    message="noisy: IQR > 10% of median" if m["noisy"] else "")
+        rec.update(record_fields(m, o.row["timing"]))   # contended, load, calibration (harness.timing)
         out.append(rec)
     return out
 
@@ -562,6 +551,28 @@ def _forward(a: Observation, b: Observation, tol: Tolerance, references=()) -> d
                                message=f"loss {va:.8g} ({a.framework}) vs {vb:.8g} ({b.framework})"), b, b)
     rec["worst_index"] = []
     return rec
+
+
+def _inputs_differ(o: Observation, ref: Observation, checks, other=None) -> list:
+    """`error` records for ``checks`` of ``o`` against ``ref`` when they differentiated at
+    different points (their ``inputs_digest`` of what make built disagree), else []: comparing
+    them would report a divergence that is not one. Rows without a digest are compared as before."""
+    a, b = o.row.get("inputs_digest"), ref.row.get("inputs_digest")
+    if not a or not b or a == b:
+        return []
+    why = (f"not compared: the inputs differ: {_setting(o)} made inputs {a[:12]}, {_setting(ref)} made {b[:12]} "
+           "(digests of make's params and inputs); make must draw every value from its rng (a framework's own "
+           "generator, e.g. torch.randn, is not seeded alike in every task)")
+    out = []
+    for check in checks:
+        rec = _base_record(o, check, "*")
+        rec.update(verdict="error", cause=None, message=why, inputs_digest=a, other_inputs_digest=b)
+        out.append(_counterpart(rec, ref, other))
+    return out
+
+
+def _setting(x: Observation) -> str:
+    return f"{x.framework} {x.dtype} {x.device} {x.mode}"
 
 
 def _not_compared(o: Observation, failed: Observation, check: str, other=None) -> dict:

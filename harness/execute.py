@@ -11,8 +11,8 @@ import zlib
 
 import numpy as np
 
-from . import fd
-from .case import Case
+from . import fd, warning_log
+from .case import Case, input_digest
 from .tolerance import gradient_norm, gradient_scale, lookup
 
 #: above this many differentiated elements, `auto` FD switches from full to directional
@@ -32,10 +32,13 @@ def case_rng(seed: int, case_name: str, purpose: str = "make") -> np.random.Gene
 class Problem:
     """A case bound to one adapter and dtype: native tensors and the function of the wrt params."""
 
-    def __init__(self, adapter, case: Case, dtype: str, seed: int):
+    def __init__(self, adapter, case: Case, dtype: str, seed: int, made=None):
         self.adapter, self.case, self.dtype = adapter, case, dtype
         fw = adapter.name
-        params, inputs, self.wrt = case.build(case_rng(seed, case.name))
+        # ``made``: another Problem's (params, inputs, wrt), so a second dtype sees the same point
+        self.made = made or case.build(case_rng(seed, case.name))
+        params, inputs, self.wrt = self.made
+        self.digest = input_digest(params, inputs)
         self.canonical = {n: params[n] for n in self.wrt}
         kind, impl = case.implementation(fw)
         native = {k: adapter.asarray(case.to_native_layout(fw, k, v), dtype) for k, v in params.items()}
@@ -61,11 +64,29 @@ class Problem:
                 for n, a in zip(self.wrt, arrays)]
 
 
-def run(adapter, case: Case, task: dict) -> tuple[dict, dict]:
-    """Compute what ``task`` asks for. Returns (observation, arrays)."""
+def run(adapter, case: Case, task: dict, warnings_seen: list | None = None) -> tuple[dict, dict]:
+    """Compute what ``task`` asks for. Returns (observation, arrays).
+
+    Every warning raised meanwhile (the framework's own, or the case's) is recorded, never raised
+    (harness/warning_log.py): in the observation's ``warnings`` and, failed or not, appended to
+    ``warnings_seen`` when given."""
+    with warning_log.capture() as caught:
+        try:
+            obs, arrays = _run(adapter, case, task)
+        finally:
+            seen = caught.rows(warning_log.case_files(case))
+            if warnings_seen is not None:
+                warnings_seen.extend(seen)
+    if seen:
+        obs["warnings"] = seen
+    return obs, arrays
+
+
+def _run(adapter, case: Case, task: dict) -> tuple[dict, dict]:
     compiled = task["mode"] == "compiled"
     problem = Problem(adapter, case, task["dtype"], task["seed"])
-    obs = {"params": {n: list(a.shape) for n, a in problem.canonical.items()}}
+    # what make built, for the judge: observations of differing inputs are never compared
+    obs = {"params": {n: list(a.shape) for n, a in problem.canonical.items()}, "inputs_digest": problem.digest}
     arrays = {}
 
     grad_call = adapter.grad_fn(problem.f, compiled)
@@ -151,15 +172,17 @@ def _difference(a, b) -> float:
 
 
 def _timing(adapter, problem, task, compiled, grad_call, first_grad_call):
-    """Forward and forward+backward, inputs already on the device, blocked autorange."""
-    from .timing import PRESETS, blocked_autorange
+    """Forward and forward+backward, inputs already on the device, blocked autorange, each
+    bracketed by a calibration loop and taken again or marked contended (harness.timing.measure)."""
+    from .timing import TIMING_TAG, measure
 
-    preset = PRESETS[task["timing"]]
+    preset = task["timing"]
     xs = problem.xs
     forward_call = adapter.forward_fn(problem.f, compiled)
-    forward = blocked_autorange(lambda: forward_call(*xs), adapter.sync, **preset)
-    backward = blocked_autorange(lambda: grad_call(*xs), adapter.sync, first_call=first_grad_call, **preset)
-    return {"forward": forward.as_dict(), "forward+backward": backward.as_dict(), "preset": task["timing"]}
+    forward = measure(lambda: forward_call(*xs), adapter.sync, preset)
+    backward = measure(lambda: grad_call(*xs), adapter.sync, preset, first_call=first_grad_call)
+    return {"forward": forward.as_dict(), "forward+backward": backward.as_dict(), "preset": preset,
+            "timing_case": TIMING_TAG in problem.case.tags}
 
 
 def _guarded(adapter, check, problem, *args):
@@ -207,11 +230,7 @@ def failure(adapter, problem, exc, declared: bool) -> dict:
 
 def _raised_in(exc, case) -> bool:
     """Did ``exc`` come out of a frame of the case's own functions' source files?"""
-    files = set()
-    for fn in [case.make, case.loss, *(case.native or {}).values()]:
-        code = getattr(fn, "__code__", None)
-        if code is not None:
-            files.add(code.co_filename)
+    files = warning_log.case_files(case)
     tb = exc.__traceback__
     while tb is not None:
         if tb.tb_frame.f_code.co_filename in files:
@@ -305,7 +324,7 @@ def _complex_step(adapter, problem, case, task, arrays, native_points):
     in complex128; a function that is not complex-analytic there (relu, abs, comparisons) is
     skipped with the framework's reason."""
     try:
-        complex_problem = Problem(adapter, case, "complex128", task["seed"])
+        complex_problem = Problem(adapter, case, "complex128", task["seed"], made=problem.made)
         estimate = fd.complex_step(
             lambda i, idx, h: adapter.complex_step_np(complex_problem.f, complex_problem.xs, i, idx, h),
             native_points)

@@ -20,7 +20,9 @@ from collections import Counter, defaultdict
 
 from tabulate import tabulate
 
+from . import speed
 from .causes import CAUSES
+from .known import split as known_split
 from .records import VERDICTS, as_float
 
 CHECK_ORDER = ("run", "fd", "complex", "jvp", "hvp", "determinism", "reference", "compiled", "pairwise", "forward")
@@ -296,31 +298,92 @@ def timing_cells(records) -> dict:
     return cells
 
 
+#: what a per-case timing table shows
+TIMING_MARKS = ("median per call, × the fastest framework; `~` noisy, † eager JAX or TF: op-by-op dispatch, not "
+                "the mode it is run for speed, ‡ contended")
+#: the headline's rule, in words (harness/speed.py)
+SPEED_RULE = "torch eager or torch.compile, jax.jit, tf.function; contended cells left out"
+
+
 def timing_gaps(cells, phase="forward+backward") -> list:
-    """Cells (timing_cells) with two or more frameworks, widest slowest/fastest ratio first:
-    (ratio, key, fastest framework, fastest record, slowest framework, slowest record)."""
+    """The speed gaps of ``cells`` (timing_cells) at ``phase``: per case and setting (device, dtype,
+    precision), each framework in the mode it is run for speed, contended cells left out
+    (harness.speed.fastest), two frameworks or more; cases tagged `timing` first, then the widest
+    slowest/fastest ratio: (ratio, (device, case, dtype, precision, phase), fastest framework,
+    its record, slowest framework, its record). Each record's mode names the mode."""
     out = []
-    for key, row in cells.items():
-        if key[5] != phase or len(row) < 2:
+    for key, best in _speed_groups(cells, phase).items():
+        if len(best) < 2:
             continue
-        ordered = sorted(row.items(), key=lambda kv: (float(kv[1]["median_s"]), kv[0]))
+        ordered = sorted(best.items(), key=lambda kv: (float(kv[1]["median_s"]), kv[0]))
         (fast_fw, fast), (slow_fw, slow) = ordered[0], ordered[-1]
         out.append((float(slow["median_s"]) / float(fast["median_s"]), key, fast_fw, fast, slow_fw, slow))
-    return sorted(out, key=lambda g: (-g[0], g[1]))
+    return sorted(out, key=lambda g: (not (g[3].get("timing_case") or g[5].get("timing_case")), -g[0], g[1]))
+
+
+def headline_gaps(cells) -> list:
+    """The summary's gaps: forward+backward speed gaps, only those of cases tagged `timing` (sized
+    so kernels, not dispatch, dominate) where the run has any."""
+    gaps = timing_gaps(cells)
+    sized = [g for g in gaps if g[3].get("timing_case") or g[5].get("timing_case")]
+    return sized or gaps
 
 
 def _timing_text(fw, r) -> str:
-    return f"{fw} {_ms(r['median_s'])}{' ~' if r.get('noisy') else ''}"
+    return f"{speed.label(fw, r['mode'])} {_ms(r['median_s'])}{' ~' if r.get('noisy') else ''}"
 
 
 def gaps_table(gaps, limit=SUMMARY_ROWS) -> str:
-    """The first ``limit`` of ``gaps`` (timing_gaps) as a table."""
+    """The first ``limit`` of ``gaps`` (timing_gaps) as a table; each time names its mode."""
     rows = []
     for ratio, key, fast_fw, fast, slow_fw, slow in gaps[:limit]:
-        device, case, dtype, mode, precision, phase = key
-        rows.append([case, _setting({"dtype": dtype, "device": device, "mode": mode, "precision": precision}),
+        device, case, dtype, precision, phase = key
+        rows.append([case, _setting({"dtype": dtype, "device": device, "precision": precision}),
                      _timing_text(fast_fw, fast), _timing_text(slow_fw, slow), f"×{ratio:.1f}"])
     return _table(rows, ["case", "setting", "fastest (median per call)", "slowest (median per call)", "gap"])
+
+
+def _gaps_summary(records, cells) -> list:
+    """The summary's timing lines: the headline gaps, or why there are none."""
+    if not cells:
+        return []
+    gaps = headline_gaps(cells)
+    contended = sum(bool(r.get("contended")) for row in cells.values() for r in row.values())
+    lines = []
+    if gaps:
+        sized = gaps[0][3].get("timing_case") or gaps[0][5].get("timing_case")
+        small = "" if sized else ("; these cases take microseconds, so the gaps are dispatch overhead: "
+                                  "`--cases timing` has cases sized for kernels")
+        lines += [f"**Widest timing gaps** (forward+backward, slowest vs fastest framework on the same case and "
+                  f"setting, each in the mode it is run for speed: {SPEED_RULE}; `~` = noisy{small}):",
+                  "", gaps_table(gaps), ""]
+    else:
+        lines += [f"**Timing gaps**: none to show: a gap compares frameworks in the mode each is run for speed "
+                  f"({SPEED_RULE})."]
+        eager = speed.unclaimed(records)
+        if eager:
+            one = len(eager) == 1
+            lines[-1] += (f" {' and '.join(eager)} {'was' if one else 'were'} timed eager only: op-by-op dispatch, "
+                          f"not how {'it is' if one else 'they are'} run for speed (marked † under "
+                          "[Timings](#timings)); `--modes eager,compiled` also times jax.jit, tf.function and "
+                          "torch.compile.")
+        lines.append("")
+    if contended:
+        lines += [f"{contended} contended timing cell(s) (‡: other processes held the CPUs) are left out; see "
+                  "[Contended timings](#contended-timings).", ""]
+    return lines
+
+
+def known_line(records, meta) -> str:
+    """'3 new, 220 known (explained), 1 no longer seen': failing checks no expected entry explains,
+    those one does (``known``), and the entries the run no longer sees (run.json's "expected");
+    empty when the run had no expected table and nothing is known."""
+    info = meta.get("expected") or {}
+    new, explained = known_split(records)
+    vanished = info.get("vanished") or []
+    if not (new and info) and not explained and not vanished and not info.get("files"):
+        return ""
+    return f"{len(new)} new, {len(explained)} known (explained), {len(vanished)} no longer seen"
 
 
 def _headline(records, meta, bad) -> list:
@@ -338,6 +401,9 @@ def _headline(records, meta, bad) -> list:
         text += f", **{len(errors)} error(s)** in {len({r['case'] for r in errors})} case(s)"
     parts = [f"{total.get(v, 0)} {v}" for v in VERDICTS if total.get(v) or v == "pass"]
     text += " — checks: " + ", ".join(parts) + "."
+    split = known_line(records, meta)
+    if split:
+        text += f"\n\n**{split}**"
     frameworks = _frameworks(records, meta)
     devices = meta.get("devices") or []
     dtypes = meta.get("dtypes") or []
@@ -378,26 +444,35 @@ def _summary(records, meta, cells, bad) -> list:
             lines += [f"… {groups - SUMMARY_ROWS} more group(s) under [Divergences](#divergences).", ""]
     else:
         lines += ["None: every gradient agrees with its reference and across frameworks within tolerance.", ""]
-    gaps = timing_gaps(cells)
-    if gaps:
-        lines += ["**Widest timing gaps** (forward+backward, slowest vs fastest framework on the same case and "
-                  "setting; `~` = noisy):", "", gaps_table(gaps), ""]
+    lines += _gaps_summary(records, cells)
     return lines
 
 
 # ---- sections --------------------------------------------------------------------------------------
-def _divergences(bad) -> list:
-    """``bad``: failing(records), worst first."""
+def _divergences(bad, vanished=(), mark=False) -> list:
+    """``bad``: failing(records), worst first; new ones are listed before known (explained) ones.
+    ``vanished``: expected entries no longer seen; ``mark``: say new/known per row."""
     lines = ["## Divergences", ""]
     if not bad:
-        return lines + ["None: every gradient agrees with its reference and across frameworks within tolerance.", ""]
+        lines += ["None: every gradient agrees with its reference and across frameworks within tolerance.", ""]
+        if vanished:
+            lines += ["**Known divergences no longer seen** (update the expected table):", ""]
+            lines += [f"- {_md(v)}" for v in vanished] + [""]
+        return lines
+    bad = sorted(bad, key=lambda r: bool(r.get("known")))
     rows = [[r["case"], r["param"], _check(r), _who(r), _setting(r) or "-",
              f"{_err(r)} ({_tolerance(r)})" if r.get("rtol") is not None else _err(r),
-             _where(r), f"`{r['cause']}`" if r.get("cause") else "", _md(r.get("message"))] for r in bad]
+             _where(r), (f"`{r['cause']}`" if r.get("cause") else "") + (
+                 (" (known)" if r.get("known") else " (new)") if mark else ""),
+             _md(r.get("message"))] for r in bad]
     body = [_table(rows, ["case", "param", "check", "frameworks", "setting", "max rel err (tolerance)",
                           "worst element", "cause", "note"])]
     lines += body + [""] if len(rows) <= 2 * FOLD_ROWS else _fold(f"{len(rows)} divergences, worst first", body, len(rows))
     causes = sorted({r["cause"] for r in bad if r.get("cause")})
+    if vanished:
+        lines += ["**Known divergences no longer seen** (their comparison was made and passed: a framework "
+                  "changed a convention or fixed a bug — update the expected table):", ""]
+        lines += [f"- {_md(v)}" for v in vanished] + [""]
     if causes:
         lines += ["Causes found here:", ""] + [f"- `{c}`: {CAUSES.get(c, '')}." for c in causes] + [""]
     return lines
@@ -488,10 +563,16 @@ def case_timing_table(case_records, frameworks) -> tuple:
         out = [_setting({"dtype": dtype, "device": device, "mode": mode, "precision": precision}), phase]
         for fw in fws:
             r = row.get(fw)
-            out.append("" if r is None else
-                       f"{_ms(r['median_s'])} (×{float(r['median_s']) / fastest:.1f}){' ~' if r.get('noisy') else ''}")
+            out.append("" if r is None else f"{_ms(r['median_s'])} (×{float(r['median_s']) / fastest:.1f}){_marks(r)}")
         rows.append(out)
     return _table(rows, ["setting", "phase"] + fws), len(rows)
+
+
+def _marks(r) -> str:
+    """A timing cell's marks: ~ noisy, † not the mode its framework is run for speed (eager JAX or
+    TF: op-by-op dispatch), ‡ contended (other processes held the CPUs)."""
+    return ((" ~" if r.get("noisy") else "") + ("" if speed.is_speed_mode(r["framework"], r.get("mode")) else " †")
+            + (" ‡" if r.get("contended") else ""))
 
 
 def _case_status(case_records) -> str:
@@ -551,11 +632,11 @@ def _cases(records, meta) -> list:
         if bad:
             lines += body + [""]
             if timing:
-                lines += ["<details><summary>timings (median per call, × the fastest framework)</summary>", "",
+                lines += [f"<details><summary>timings ({TIMING_MARKS})</summary>", "",
                           timing, "", "</details>", ""]
         else:
             summary = "agreement matrix" + (" and timings" if timing else "")
-            inner = body + ([""] + ["Timings (median per call, × the fastest framework; `~` noisy):", "", timing]
+            inner = body + ([""] + [f"Timings ({TIMING_MARKS}):", "", timing]
                             if timing else [])
             lines += [f"<details><summary>{summary}</summary>", ""] + inner + ["", "</details>", ""]
     return lines
@@ -573,7 +654,11 @@ def timing_sections(cells) -> list:
              "Median time per call with inputs already on the device (blocked autorange, synchronised; first "
              "call timed separately), per case under [Cases](#cases) and in `timing.png`. Threads are pinned "
              "equally for every framework (see [Run and environment](#run-and-environment)); `~` marks a noisy "
-             "cell (IQR > 10% of the median).", ""]
+             "cell (IQR > 10% of the median). A claim about speed (the summary's gaps, the divergences below) "
+             f"compares each framework in the mode it is run for speed ({SPEED_RULE}); † marks eager JAX and "
+             "eager TF, op-by-op dispatch. ‡ marks a contended cell: its threads queued for a CPU behind other "
+             "processes, a calibration loop run before and after it lost its CPUs, or its median block was far "
+             "from its fastest; it was measured again and is shown, never compared.", ""]
     first = [[r["case"], r["framework"], _setting(r), _ms(r["first_call_s"]), _ms(r["median_s"])]
              for row in cells.values() for r in row.values()
              if r["param"] == "forward+backward" and r.get("first_call_s") is not None and r["mode"] == "compiled"]
@@ -585,34 +670,70 @@ def timing_sections(cells) -> list:
     divergences = timing_divergences(cells)
     lines += ["### Timing divergences", ""]
     if divergences:
-        lines += [f"{len(divergences)} cell(s) where a framework is more than {SLOWER_THAN_FASTEST:g}× slower "
-                  "than the fastest, or compiled is more than 10% slower than eager (ratio of medians):", ""]
+        lines += [f"{len(divergences)} cell(s) where a framework, in the mode it is run for speed, is more than "
+                  f"{SLOWER_THAN_FASTEST:g}× slower than the fastest, or compiled is more than 10% slower than "
+                  "eager (ratio of medians; contended cells left out):", ""]
         lines += _fold(f"{len(divergences)} timing divergences",
-                       [_table(divergences, ["case", "device", "dtype", "mode", "phase", "slower", "vs", "ratio"])],
+                       [_table(divergences, ["case", "setting", "phase", "slower", "vs", "ratio"])],
                        len(divergences))
+    elif not any(len(best) > 1 for phase in ("forward", "forward+backward")
+                 for best in _speed_groups(cells, phase).values()):
+        lines += ["None to compare: no case has two frameworks timed, uncontended, in the mode each is run for "
+                  "speed.", ""]
     else:
-        lines += [f"None: no framework is more than {SLOWER_THAN_FASTEST:g}× slower than the fastest, and "
-                  "compiled is never slower than eager.", ""]
+        lines += [f"None: no framework, in the mode it is run for speed, is more than {SLOWER_THAN_FASTEST:g}× "
+                  "slower than the fastest, and compiled is never slower than eager (contended cells left out).", ""]
+    marked = [r for row in cells.values() for r in row.values() if r.get("contended")]
+    contended = sorted([r["case"], speed.label(r["framework"], r["mode"]), _setting({**r, "mode": None}), r["param"],
+                        _ms(r["median_s"]), str(r.get("attempts") or 1), _md("; ".join(r.get("contention") or []))]
+                       for r in marked)
+    if contended:
+        lines += ["### Contended timings", "",
+                  f"{len(contended)} cell(s) measured while other processes held the CPUs, still so when measured "
+                  "again: shown in the tables (‡), left out of every comparison here and of `harness compare`'s "
+                  "slowdown verdicts. Rerun them on a quiet machine.", ""]
+        lines += _fold(f"{len(contended)} contended cells",
+                       [_table(contended, ["case", "timed as", "setting", "phase", "median", "attempts", "why"])],
+                       len(contended))
     return lines
 
 
+def _speed_groups(cells, phase) -> dict:
+    """(device, case, dtype, precision, phase) -> {framework: its fastest claimable record}."""
+    groups = defaultdict(dict)
+    for (device, case, dtype, mode, precision, ph), row in cells.items():
+        if ph == phase:
+            groups[(device, case, dtype, precision, ph)][mode] = row
+    return {key: speed.fastest(by_mode) for key, by_mode in groups.items()}
+
+
 def timing_divergences(cells) -> list:
-    """Rows where a framework is > SLOWER_THAN_FASTEST x the fastest, or compiled is slower than eager.
-    ``cells``: timing_cells(records)."""
+    """Rows where a framework in its speed mode is > SLOWER_THAN_FASTEST x the fastest, or compiled
+    is > 10% slower than eager, contended cells left out. ``cells``: timing_cells(records)."""
     out = []
+    for phase in ("forward", "forward+backward"):
+        for (device, case, dtype, precision, _), best in sorted(_speed_groups(cells, phase).items()):
+            if len(best) < 2:
+                continue
+            fastest_fw = min(sorted(best), key=lambda fw: float(best[fw]["median_s"]))
+            fastest = best[fastest_fw]
+            setting = _setting({"dtype": dtype, "device": device, "precision": precision})
+            for fw, r in sorted(best.items()):
+                ratio = float(r["median_s"]) / float(fastest["median_s"])
+                if ratio > SLOWER_THAN_FASTEST:
+                    out.append([case, setting, phase, speed.label(fw, r["mode"]),
+                                speed.label(fastest_fw, fastest["mode"]), f"×{ratio:.1f}"])
     for (device, case, dtype, mode, precision, phase), row in sorted(cells.items()):
-        fastest_fw = min(sorted(row), key=lambda fw: float(row[fw]["median_s"]))
-        fastest = float(row[fastest_fw]["median_s"])
+        if mode != "compiled":
+            continue
+        eager = cells.get((device, case, dtype, "eager", precision, phase), {})
         for fw, r in sorted(row.items()):
-            ratio = float(r["median_s"]) / fastest
-            if ratio > SLOWER_THAN_FASTEST:
-                out.append([case, device, dtype, mode, phase, fw, fastest_fw, f"×{ratio:.1f}"])
-        if mode == "compiled":
-            eager = cells.get((device, case, dtype, "eager", precision, phase), {})
-            for fw, r in sorted(row.items()):
-                if fw in eager and float(r["median_s"]) > float(eager[fw]["median_s"]) * 1.1:
-                    out.append([case, device, dtype, mode, phase, f"{fw} compiled", f"{fw} eager",
-                                f"×{float(r['median_s']) / float(eager[fw]['median_s']):.1f}"])
+            e = eager.get(fw)
+            quiet = e and not (r.get("contended") or e.get("contended"))
+            if quiet and float(r["median_s"]) > float(e["median_s"]) * 1.1:
+                out.append([case, _setting({"dtype": dtype, "device": device, "precision": precision}), phase,
+                            speed.label(fw, "compiled"), speed.label(fw, "eager"),
+                            f"×{float(r['median_s']) / float(e['median_s']):.1f}"])
     return out
 
 
@@ -684,6 +805,14 @@ def _interrupted_banner(info: dict) -> str:
             f"`python -m harness run --resume {info.get('run_dir', 'RUN_DIR')}`.")
 
 
+def _partial_banner(info: dict) -> str:
+    """The warning under the title of a merge made without some shards; ``info``: run.json's "partial"."""
+    cases = info.get("missing_cases") or []
+    absent = f" — {len(cases)} case(s) absent: {', '.join(cases)}" if cases else ""
+    return (f"**⚠ Partial run**: merged without shard {', '.join(info.get('missing_shards') or [])} "
+            f"(`--allow-partial`){absent}. Its verdicts cover only the shards given.")
+
+
 def render(records, meta: dict) -> str:
     """report.md for ``records`` (results.jsonl) and ``meta`` (run.json): deterministic."""
     records = list(records)
@@ -692,9 +821,12 @@ def render(records, meta: dict) -> str:
     lines = [f"# gradharness report — {meta.get('run_id', '')}", ""]
     if meta.get("interrupted"):
         lines += [_interrupted_banner(meta["interrupted"]), ""]
+    if meta.get("partial"):   # harness merge --allow-partial
+        lines += [_partial_banner(meta["partial"]), ""]
     lines += _headline(records, meta, bad)
     lines += _summary(records, meta, cells, bad)
-    lines += _divergences(bad)
+    lines += _divergences(bad, (meta.get("expected") or {}).get("vanished") or [],
+                          mark=bool(meta.get("expected")) or any(r.get("known") for r in bad))
     lines += _problems(records)
     lines += _cases(records, meta)
     lines += timing_sections(cells)
@@ -723,6 +855,9 @@ def console_summary(records, meta, limit=10) -> str:
             lines.append(f"... and {more} more in the report")
     lines.append("")
     lines.append(", ".join(f"{total.get(v, 0)} {v}" for v in VERDICTS))
+    split = known_line(records, meta)
+    if split:
+        lines.append(split)
     return "\n".join(lines)
 
 

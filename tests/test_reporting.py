@@ -35,7 +35,7 @@ def test_rendering_is_deterministic_and_reads_top_down():
     assert len(run.meta["workers"]) > 1
     b = report.render(list(reversed(run.records)), {**run.meta, "workers": list(reversed(run.meta["workers"]))})
     assert a == b
-    order = ["## Summary", "**What ran**", "**Verdicts by check:**", "**Worst divergences**", "**Widest timing gaps**",
+    order = ["## Summary", "**What ran**", "**Verdicts by check:**", "**Worst divergences**", "**Timing gaps**",
              "## Divergences", "## Errors and skipped", "## Cases", "## Timings", "### Timing divergences",
              "## Run and environment", "## How to read this report"]
     positions = [a.index(h) for h in order]
