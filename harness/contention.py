@@ -1,7 +1,7 @@
 """Was the machine quiet while a timing ran? Contention is detected, so it is not published.
 
 Spread (IQR) cannot see steady contention: another process sharing the worker's cores for the
-whole measurement slows every block alike. Three signals, each absolute (no quiet baseline needed):
+whole measurement slows every block alike. Four signals, each absolute (no quiet baseline needed):
 
 - **run-queue wait** (Linux): the scheduler's own account (/proc/self/task/*/schedstat) of how long
   the worker's threads were runnable but waiting for a CPU during the measurement, over its wall
