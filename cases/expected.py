@@ -47,16 +47,16 @@ class Divergence:
     #: was observed with, so an upgrade that keeps the divergence shows it as new
     versions: tuple = ()
 
-    def pinned_to(self, record: dict) -> bool:
+    def matches(self, record: dict) -> bool:
+        return (record["case"] == self.case and involved(record) == self.frameworks
+                and (self.check is None or record["check"] == self.check)
+                and (self.param is None or record["param"] == self.param) and self._pinned_to(record))
+
+    def _pinned_to(self, record: dict) -> bool:
         """Do the record's framework versions match the entry's pins (no pins: any version)?"""
         have = {record.get("framework"): record.get("framework_version"),
                 record.get("other_framework"): record.get("other_framework_version")}
         return all(fw not in have or fnmatchcase(str(have[fw] or ""), pattern) for fw, pattern in self.versions)
-
-    def matches(self, record: dict) -> bool:
-        return (record["case"] == self.case and involved(record) == self.frameworks
-                and (self.check is None or record["check"] == self.check)
-                and (self.param is None or record["param"] == self.param))
 
     def describe(self) -> str:
         check = (f", check {self.check}" if self.check else "") + (f", param {self.param}" if self.param else "")

@@ -175,20 +175,25 @@ def _explain_noisy_checks(records: list, noisy: dict) -> None:
         rec["message"] = _noise_text(who, noisy[(rec["case"], who)])
 
 
+def _float64_groups(records: list, checks: tuple) -> dict:
+    """The float64 cross-framework records of ``checks`` that carry a distance, grouped by what
+    every pair of one group compares: (case, device, mode, precision, check, param) -> records."""
+    groups: dict = {}
+    for r in records:
+        if r["check"] in checks and r["dtype"] == "float64" and r["verdict"] in ("pass", "diverge") \
+                and r.get("max_rel_err") is not None:
+            groups.setdefault((r["case"], r["device"], r["mode"], r["precision"], r["check"], r["param"]), []).append(r)
+    return groups
+
+
 def _flag_outliers(records: list, noisy: dict) -> dict:
     """N-version over float64 pairwise and forward records of three or more frameworks: a
     framework whose result is at least TIER_FLOOR from every other and OUTLIER_RATIO times
     further than they are from each other (which agree to float64 rounding) is float32-accurate.
     Its pairwise records fail with cause precision-loss even within the float64 tolerance.
     Returns (case, framework, setting, check, param) -> (its distance, the others' distance)."""
-    groups: dict = {}
-    for r in records:
-        if r["check"] in ("pairwise", "forward") and r["dtype"] == "float64" and r["verdict"] in ("pass", "diverge") \
-                and r.get("max_rel_err") is not None:
-            key = (r["case"], r["device"], r["mode"], r["precision"], r["check"], r["param"])
-            groups.setdefault(key, []).append(r)
     outliers = {}
-    for key, recs in groups.items():
+    for key, recs in _float64_groups(records, ("pairwise", "forward")).items():
         frameworks = sorted({r["framework"] for r in recs} | {r["other_framework"] for r in recs})
         if len(frameworks) < 3:
             continue
@@ -224,12 +229,7 @@ def _flag_clean_pairs(records: list, level: dict, outliers: dict) -> None:
     rounding nor conditioning, so one of them is float32-accurate. Fails within tolerance too,
     as N-version does, so the verdict does not hang on where the point puts a near-zero element."""
     arbitrated = {(k[0], k[1]) for k in outliers}
-    groups: dict = {}
-    for r in records:
-        if r["check"] == "pairwise" and r["dtype"] == "float64" and r["verdict"] in ("pass", "diverge") \
-                and r.get("max_rel_err") is not None:
-            groups.setdefault((r["case"], r["device"], r["mode"], r["precision"], r["param"]), []).append(r)
-    for recs in groups.values():
+    for recs in _float64_groups(records, ("pairwise",)).values():
         for r in recs:
             pair = (r["framework"], r["other_framework"])
             near = float(r["max_rel_err"])

@@ -13,12 +13,13 @@ Framework-free: the tables are TOML, read by cases/expected.py.
 """
 from __future__ import annotations
 
+from functools import lru_cache
 from pathlib import Path
 
-__all__ = ["FAILING", "KnownError", "apply", "entries_for", "is_new", "split"]
+from cases import expected
+from cases.expected import FAILING
 
-#: verdicts an entry explains (a skip never needs one)
-FAILING = ("diverge", "nan", "error")
+__all__ = ["KnownError", "apply", "entries_for", "is_new", "split"]
 
 
 class KnownError(ValueError):
@@ -28,10 +29,8 @@ class KnownError(ValueError):
 def entries_for(cases, files=()) -> list:
     """The entries that apply to a run: the built-in table's for its built-in cases, then every
     entry of each ``files`` (a project's own table, any case)."""
-    from cases import expected
-
     builtin = {c.name for c in cases if getattr(c, "source", "") == "builtin"}
-    entries = [e for e in expected.load() if e.case in builtin] if builtin else []
+    entries = [e for e in _builtin_table() if e.case in builtin] if builtin else []
     for path in files or ():
         path = Path(path)
         try:
@@ -43,34 +42,42 @@ def entries_for(cases, files=()) -> list:
     return entries
 
 
+@lru_cache(maxsize=1)
+def _builtin_table() -> tuple:
+    """The built-in table, read once per process (the in-process runner applies it per case)."""
+    return tuple(expected.load())
+
+
 def apply(records: list, entries: list) -> dict:
     """Mark every failing record an entry explains (in place); return the summary run.json keeps
     for the report: counts of new and known records and the entries no longer seen."""
-    for rec in records:
-        if rec["verdict"] in FAILING and rec.get("check") != "timing":
-            entry = next((e for e in entries if e.matches(rec) and e.pinned_to(rec)), None)
-            if entry is not None:
-                rec["known"] = entry.reason
-                if entry.upstream:
-                    rec.setdefault("upstream", entry.upstream)
+    for rec in filter(_failing, records):
+        entry = next((e for e in entries if e.matches(rec)), None)
+        if entry is not None:
+            rec["known"] = entry.reason
+            if entry.upstream:
+                rec.setdefault("upstream", entry.upstream)
     new, known = split(records)
     return {"new": len(new), "known": len(known), "vanished": [e.describe() for e in _vanished(records, entries)]}
 
 
 def split(records: list) -> tuple:
     """(new, known): the failing records (timing aside) an entry does not / does explain."""
-    failing = [r for r in records if r["verdict"] in FAILING and r.get("check") != "timing"]
+    failing = list(filter(_failing, records))
     return [r for r in failing if not r.get("known")], [r for r in failing if r.get("known")]
 
 
 def is_new(rec: dict) -> bool:
-    return rec["verdict"] in FAILING and rec.get("check") != "timing" and not rec.get("known")
+    return _failing(rec) and not rec.get("known")
+
+
+def _failing(rec: dict) -> bool:
+    return rec["verdict"] in FAILING and rec.get("check") != "timing"
 
 
 def _vanished(records: list, entries: list) -> list:
     """Entries whose comparison was made (a record of that case, frameworks, check and param with
-    a verdict, at matching versions) and passed everywhere: no failing record matches them."""
+    a verdict, at matching versions) and that no failing record matches: it passed everywhere."""
     made = [r for r in records if r["verdict"] in ("pass", *FAILING)]
-    return [e for e in entries
-            if any(e.matches(r) and e.pinned_to(r) for r in made)
-            and not any(e.matches(r) and e.pinned_to(r) for r in made if r["verdict"] in FAILING)]
+    verdicts = {id(e): {r["verdict"] for r in made if e.matches(r)} for e in entries}
+    return [e for e in entries if verdicts[id(e)] == {"pass"}]

@@ -454,11 +454,8 @@ def _divergences(bad, vanished=(), mark=False) -> list:
     ``vanished``: expected entries no longer seen; ``mark``: say new/known per row."""
     lines = ["## Divergences", ""]
     if not bad:
-        lines += ["None: every gradient agrees with its reference and across frameworks within tolerance.", ""]
-        if vanished:
-            lines += ["**Known divergences no longer seen** (update the expected table):", ""]
-            lines += [f"- {_md(v)}" for v in vanished] + [""]
-        return lines
+        return lines + ["None: every gradient agrees with its reference and across frameworks within tolerance.",
+                        ""] + _vanished_lines(vanished)
     bad = sorted(bad, key=lambda r: bool(r.get("known")))
     rows = [[r["case"], r["param"], _check(r), _who(r), _setting(r) or "-",
              f"{_err(r)} ({_tolerance(r)})" if r.get("rtol") is not None else _err(r),
@@ -469,13 +466,17 @@ def _divergences(bad, vanished=(), mark=False) -> list:
                           "worst element", "cause", "note"])]
     lines += body + [""] if len(rows) <= 2 * FOLD_ROWS else _fold(f"{len(rows)} divergences, worst first", body, len(rows))
     causes = sorted({r["cause"] for r in bad if r.get("cause")})
-    if vanished:
-        lines += ["**Known divergences no longer seen** (their comparison was made and passed: a framework "
-                  "changed a convention or fixed a bug — update the expected table):", ""]
-        lines += [f"- {_md(v)}" for v in vanished] + [""]
+    lines += _vanished_lines(vanished)
     if causes:
         lines += ["Causes found here:", ""] + [f"- `{c}`: {CAUSES.get(c, '')}." for c in causes] + [""]
     return lines
+
+
+def _vanished_lines(vanished) -> list:
+    if not vanished:
+        return []
+    return ["**Known divergences no longer seen** (their comparison was made and passed: a framework changed a "
+            "convention or fixed a bug — update the expected table):", ""] + [f"- {_md(v)}" for v in vanished] + [""]
 
 
 def _problems(records) -> list:

@@ -1,4 +1,5 @@
 """Running the CLI as a user does: a subprocess from the project root."""
+import copy
 import json
 import subprocess
 import sys
@@ -14,3 +15,29 @@ def harness(*args, timeout=600):
 
 def results(run_dir):
     return [json.loads(line) for line in (Path(run_dir) / "results.jsonl").read_text().splitlines()]
+
+
+GOLDEN = ROOT / "tests" / "data" / "golden"
+
+
+def find(records, **match):
+    """The one record whose fields equal ``match``."""
+    hits = [r for r in records if all(r.get(k) == v for k, v in match.items())]
+    assert len(hits) == 1, match
+    return hits[0]
+
+
+def planted_runs():
+    """(old, new) records from the golden results for `compare`: one timing cell with steady raw
+    times, 50% slower in new; one pairwise error grown past its tolerance; one fd verdict flipped."""
+    base = [json.loads(line) for line in (GOLDEN / "results.jsonl").read_text().splitlines()]
+    steady = [1e-3 * (1 + 0.01 * (i % 5)) for i in range(15)]
+    old = copy.deepcopy(base)
+    cell = dict(case="linear_mse", framework="torch", dtype="float32", check="timing", param="forward+backward")
+    find(old, **cell)["times"] = steady
+    new = copy.deepcopy(old)
+    find(new, **cell)["times"] = [t * 1.5 for t in steady]
+    moved = find(new, case="linear_mse", check="pairwise", dtype="float32", param="weight")
+    moved["max_rel_err"] = float(moved["max_rel_err"]) + 10 * (moved["atol"] + moved["rtol"])
+    find(new, case="op_max_ties", check="fd", framework="jax", param="x").update(verdict="diverge", cause="ad-bug")
+    return old, new

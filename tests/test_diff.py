@@ -1,5 +1,4 @@
 """`harness compare`: each planted change between two synthetic runs is found, and nothing else."""
-import copy
 import json
 from pathlib import Path
 
@@ -7,7 +6,7 @@ import numpy as np
 import pytest
 
 from harness import diff, runs
-from tests.helpers import harness
+from tests.helpers import harness, planted_runs
 
 DATA = Path(__file__).parent / "data" / "golden"
 
@@ -22,26 +21,10 @@ def _write(folder: Path, records, run_id):
             fh.write(json.dumps(dict(r, run_id=run_id)) + "\n")
 
 
-def _find(records, **match):
-    hits = [r for r in records if all(r.get(k) == v for k, v in match.items())]
-    assert len(hits) == 1, (match, len(hits))
-    return hits[0]
-
-
 @pytest.fixture
 def two_runs(tmp_path):
-    base = [json.loads(line) for line in (DATA / "results.jsonl").read_text().splitlines()]
-    # steady, clearly separated raw times for one timing cell; every other timing stays identical
-    steady = [1e-3 * (1 + 0.01 * (i % 5)) for i in range(15)]
-    old = copy.deepcopy(base)
-    cell = dict(case="linear_mse", framework="torch", dtype="float32", check="timing", param="forward+backward")
-    _find(old, **cell)["times"] = steady
-    new = copy.deepcopy(old)
-    _find(new, **cell)["times"] = [t * 1.5 for t in steady]                       # planted: 50% slower
-    moved = _find(new, case="linear_mse", check="pairwise", dtype="float32", param="weight")
-    moved["max_rel_err"] = float(moved["max_rel_err"]) + 10 * (moved["atol"] + moved["rtol"])   # planted: error grew
-    flipped = _find(new, case="op_max_ties", check="fd", framework="jax", param="x")
-    flipped.update(verdict="diverge", cause="ad-bug")                               # planted: verdict flipped
+    # planted: one timing 50% slower, one pairwise error grown, one fd verdict flipped (tests.helpers)
+    old, new = planted_runs()
     new = [r for r in new if r["case"] != "op_relu"]                               # planted: a removed case
     new += [dict(r, case="op_relu_v2") for r in old if r["case"] == "op_relu"]     # planted: a new case
     _write(tmp_path / "old", old, "old-run")

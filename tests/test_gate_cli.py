@@ -1,7 +1,6 @@
 """A CI gate that cannot be fooled: every command's errors are one line and exit 2 with nothing
 half-written, a missing shard fails the merge, `--fail-on` takes no ambiguous or empty value,
 `compare` refuses runs of different inputs, and `FILE.py::NAME` picks one case of a file."""
-import copy
 import json
 import os
 import shutil
@@ -14,7 +13,7 @@ import pytest
 from harness import diff, loader, runs
 from harness.case import CaseError
 from tests.conftest import FRAMEWORKS
-from tests.helpers import ROOT, harness, results
+from tests.helpers import ROOT, harness, planted_runs, results
 
 GOLDEN = Path(__file__).parent / "data" / "golden"
 INSTALLED = [fw for fw, info in FRAMEWORKS.items() if info.installed()]
@@ -257,16 +256,7 @@ def test_select_one_case_of_a_file(case_file):
 def _two_runs(tmp_path, new_seed=0):
     """OLD and NEW from the golden results: NEW has one fd verdict flipped, one error moved and one
     timing 50% slower (steady raw times)."""
-    base = [json.loads(line) for line in (GOLDEN / "results.jsonl").read_text().splitlines()]
-    steady = [1e-3 * (1 + 0.01 * (i % 5)) for i in range(15)]
-    old = copy.deepcopy(base)
-    cell = dict(case="linear_mse", framework="torch", dtype="float32", check="timing", param="forward+backward")
-    _find(old, **cell)["times"] = steady
-    new = copy.deepcopy(old)
-    _find(new, **cell)["times"] = [t * 1.5 for t in steady]
-    moved = _find(new, case="linear_mse", check="pairwise", dtype="float32", param="weight")
-    moved["max_rel_err"] = float(moved["max_rel_err"]) + 10 * (moved["atol"] + moved["rtol"])
-    _find(new, case="op_max_ties", check="fd", framework="jax", param="x").update(verdict="diverge")
+    old, new = planted_runs()
     folders = []
     for name, records, seed in (("old", old, 0), ("new", new, new_seed)):
         folder = tmp_path / name
@@ -278,7 +268,3 @@ def _two_runs(tmp_path, new_seed=0):
     return folders
 
 
-def _find(records, **match):
-    hits = [r for r in records if all(r.get(k) == v for k, v in match.items())]
-    assert len(hits) == 1, match
-    return hits[0]
