@@ -50,7 +50,10 @@ def _csv(value: str) -> list:
 
 
 def _choose(value: str, allowed, what: str) -> list:
+    """A comma-separated choice from ``allowed``; ``both`` names both of a two-way choice."""
     picked = _csv(value)
+    if picked == ["both"] and len(allowed) == 2:
+        return list(allowed)
     unknown = [p for p in picked if p not in allowed]
     if unknown:
         raise UsageError(f"unknown {what} {unknown[0]!r} (choose from {', '.join(allowed)})")
@@ -84,10 +87,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--devices", default="cpu", help="cpu, cuda, cuda:N or all (default: cpu)")
     run.add_argument("--dtypes", default="float64,float32",
                      help=f"comma-separated, from {', '.join(DTYPE_TOLERANCE)} (default: float64,float32)")
-    run.add_argument("--modes", default="eager", help="eager, compiled or both (default: eager)")
+    run.add_argument("--modes", default="eager", help="eager, compiled, or both (eager,compiled) (default: eager)")
     run.add_argument("--precision", default="default",
                      help="default (each framework's own float32 policy, e.g. TF32 on GPUs), highest "
-                          "(full float32), or both to confirm precision-policy causes (default: default)")
+                          "(full float32), or both (default,highest) to confirm precision-policy causes (default: default)")
     run.add_argument("--seed", type=int, default=0, help="seed for parameters, inputs and directions")
     run.add_argument("--out", metavar="DIR", help="write the run here instead of reports/<run-id>")
     run.add_argument("--fd", dest="fd_mode", default="auto", choices=("auto", "full", "directional", "complex"),

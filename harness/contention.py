@@ -177,5 +177,35 @@ def assess(times, start: dict | None, end: dict | None, wait: float | None = Non
     return reasons
 
 
-__all__ = ["MAX_MEDIAN_OVER_MIN", "MAX_OTHERS", "MAX_SLOWDOWN", "MAX_STOLEN", "MAX_WAIT", "MIN_SHARE", "assess",
-           "calibrate", "load", "others", "stolen", "tasks", "usage", "waited"]
+class Watch:
+    """The probes around one measurement, as a context manager: the load average and the
+    calibration loop before and after, the run-queue and CPU accounts across; ``assess(times)``
+    judges them. ``calibrate``, ``tasks``, ``usage``: the probes (replaceable in tests)."""
+
+    def __init__(self, calibrate=calibrate, tasks=tasks, usage=usage):
+        self._calibrate, self._tasks, self._usage = calibrate, tasks, usage
+        self.loads, self.start, self.end = [], None, None
+        self.cpu_wait = self.cpu_others = self.cpu_stolen = None
+
+    def __enter__(self):
+        self.loads.append(load())
+        self.start = self._calibrate()
+        self._before = (self._tasks(), self._usage(), time.perf_counter())
+        return self
+
+    def __exit__(self, *exc):
+        threads, used, began = self._before
+        queued, after = waited(threads, self._tasks()), self._usage()
+        wall = time.perf_counter() - began
+        self.cpu_wait = None if queued is None or wall <= 0 else queued / wall
+        self.cpu_others, self.cpu_stolen = others(used, after), stolen(used, after)
+        self.end = self._calibrate()
+        self.loads.append(load())
+        return False
+
+    def assess(self, times) -> list:
+        return assess(times, self.start, self.end, self.cpu_wait, self.cpu_others, self.cpu_stolen)
+
+
+__all__ = ["MAX_MEDIAN_OVER_MIN", "MAX_OTHERS", "MAX_SLOWDOWN", "MAX_STOLEN", "MAX_WAIT", "MIN_SHARE", "Watch",
+           "assess", "calibrate", "load", "others", "stolen", "tasks", "usage", "waited"]

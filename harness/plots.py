@@ -1,6 +1,7 @@
 """Plots linked from the report (matplotlib, PNG, headless): a heatmap of relative gradient
 error per case x (framework or pair of frameworks, device, dtype, mode) with failing cells
-marked, and grouped timing bars per case."""
+marked, and grouped timing bars per case (eager JAX/TF and contended bars marked as in
+the report's tables)."""
 from __future__ import annotations
 
 import os
@@ -10,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import speed
 from .records import as_float
 
 
@@ -103,13 +105,26 @@ def error_heatmap(records, path: Path) -> bool:
     return True
 
 
-def timing_bars(records, path: Path) -> bool:
-    """Forward+backward median per case, one bar per framework, one panel per device/dtype/mode."""
+def timing_cells(records) -> dict:
+    """panel (device, dtype, precision) -> {(case, label): (median s, IQR s, marks)}: the
+    forward+backward timings, one bar per framework and mode named as its users name it
+    (speed.label), marks as the report's tables: † not the mode the framework is run for speed
+    (eager JAX or TF, op-by-op dispatch), ‡ contended."""
     data = defaultdict(dict)
     for r in records:
         if r["check"] == "timing" and r["param"] == "forward+backward" and r.get("median_s"):
-            panel = (r["device"], r["dtype"], r["mode"], r["precision"])
-            data[panel][(r["case"], r["framework"])] = (float(r["median_s"]), float(r.get("iqr_s") or 0.0))
+            marks = ("" if speed.is_speed_mode(r["framework"], r.get("mode")) else "†") + ("‡" if r.get("contended") else "")
+            panel = (r["device"], r["dtype"], r["precision"])
+            data[panel][(r["case"], speed.label(r["framework"], r["mode"]))] = (
+                float(r["median_s"]), float(r.get("iqr_s") or 0.0), marks)
+    return dict(data)
+
+
+def timing_bars(records, path: Path) -> bool:
+    """Forward+backward median per case, one bar per framework and mode, one panel per
+    device/dtype/precision. A † bar (eager JAX or TF) is hatched and a ‡ (contended) one drawn
+    pale with its mark above, so neither reads as the framework's speed."""
+    data = timing_cells(records)
     if not data:
         return False
     plt = _pyplot()
@@ -118,20 +133,33 @@ def timing_bars(records, path: Path) -> bool:
     for ax, panel in zip(axes[:, 0], panels):
         cells = data[panel]
         cases = sorted({c for c, _ in cells})
-        frameworks = sorted({f for _, f in cells})
-        width = 0.8 / max(1, len(frameworks))
-        for k, fw in enumerate(frameworks):
-            xs = [i + k * width for i, c in enumerate(cases) if (c, fw) in cells]
-            ys = [cells[(c, fw)][0] * 1e3 for c in cases if (c, fw) in cells]
-            err = [cells[(c, fw)][1] * 1e3 / 2 for c in cases if (c, fw) in cells]
-            ax.bar(xs, ys, width, yerr=err, label=fw)
-        ax.set_xticks([i + width * (len(frameworks) - 1) / 2 for i in range(len(cases))], cases, fontsize=8,
+        labels = sorted({b for _, b in cells})
+        width = 0.8 / max(1, len(labels))
+        for k, bar in enumerate(labels):
+            present = [(i, c) for i, c in enumerate(cases) if (c, bar) in cells]
+            xs = [i + k * width for i, _ in present]
+            ys = [cells[(c, bar)][0] * 1e3 for _, c in present]
+            err = [cells[(c, bar)][1] * 1e3 / 2 for _, c in present]
+            marks = [cells[(c, bar)][2] for _, c in present]
+            eager = any("†" in m for m in marks)
+            drawn = ax.bar(xs, ys, width, yerr=err, label=bar + (" †" if eager else ""),
+                           hatch="//" if eager else None)
+            for rect, m in zip(drawn, marks):
+                if "‡" in m:
+                    rect.set_alpha(0.35)
+                    ax.annotate("‡", (rect.get_x() + rect.get_width() / 2, rect.get_height()), ha="center",
+                                va="bottom", fontsize=8, color="red")
+        ax.set_xticks([i + width * (len(labels) - 1) / 2 for i in range(len(cases))], cases, fontsize=8,
                       rotation=20)
         ax.set_yscale("log")
         ax.set_ylabel("ms per call")
-        ax.set_title(f"forward+backward — {' '.join(p for p in panel if p != 'default')}")
+        ax.set_title(f"forward+backward — {' '.join(p for p in panel if p != 'default')}"
+                     "   († eager JAX/TF: op-by-op dispatch, not its speed; ‡ contended)", fontsize=9)
         ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))   # beside the bars, never over them
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return True
+
+
+__all__ = ["error_heatmap", "heat_cells", "render_all", "timing_bars", "timing_cells"]

@@ -100,15 +100,11 @@ def measure(call, sync, preset="quick", first_call: float | None = None, retries
         first_call = time.perf_counter() - began
     best = None
     for attempt in range(1, retries + 2):
-        load_before, start = contention.load(), calibrate()
-        threads, used, began = tasks(), usage(), time.perf_counter()
-        m = blocked_autorange(call, sync, first_call=first_call, **settings)
-        waited, after = contention.waited(threads, tasks()), usage()
-        m.cpu_others, m.cpu_stolen = contention.others(used, after), contention.stolen(used, after)
-        m.cpu_wait = None if waited is None else waited / (time.perf_counter() - began)
-        end, load_after = calibrate(), contention.load()
-        m.load, m.calibration = [load_before, load_after], {"start": start, "end": end}
-        m.contention = contention.assess(m.times, start, end, m.cpu_wait, m.cpu_others, m.cpu_stolen)
+        with contention.Watch(calibrate, tasks, usage) as watch:
+            m = blocked_autorange(call, sync, first_call=first_call, **settings)
+        m.load, m.calibration = watch.loads, {"start": watch.start, "end": watch.end}
+        m.cpu_wait, m.cpu_others, m.cpu_stolen = watch.cpu_wait, watch.cpu_others, watch.cpu_stolen
+        m.contention = watch.assess(m.times)
         if best is None or _quieter(m, best):
             best = m
         if not m.contended:

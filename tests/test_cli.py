@@ -64,3 +64,13 @@ def test_help_documents_exit_codes():
     assert proc.returncode == 0
     for flag in ("--cases", "--frameworks", "--devices", "--dtypes", "--seed", "--out", "--quick"):
         assert flag in proc.stdout
+
+
+def test_both_names_the_two_modes_and_the_two_precisions_as_the_help_says():
+    from harness.cli import build_parser, settings_from
+    argv = ["run", "--cases", "linear_mse", "--modes", "both", "--precision", "both"]
+    settings = settings_from(build_parser().parse_args(argv), argv)
+    assert settings.modes == ["eager", "compiled"] and settings.precisions == ["default", "highest"]
+    proc = harness("run", "--help")
+    help_text = " ".join(proc.stdout.split())
+    assert "both (eager,compiled)" in help_text and "both (default,highest)" in help_text

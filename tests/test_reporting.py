@@ -130,3 +130,16 @@ def test_the_heatmap_shows_pairwise_agreement_and_failing_cells():
     pair = {k: v for k, v in cells.items() if "~" in k[1]}
     assert sorted(v[1] for v in pair.values()) == ["diverge", "nan"]
     assert max(v[0] for v in pair.values()) == 1.0  # NaN sits at the top of the scale
+
+
+def test_the_timing_plot_marks_eager_dispatch_and_contended_bars(tmp_path):
+    from harness import plots
+    timing = dict(check="timing", param="forward+backward", verdict="pass", iqr_s=1e-6, precision="default")
+    recs = [_fd_record(**timing, framework="torch", mode="eager", median_s=1e-3),
+            _fd_record(**timing, framework="jax", mode="eager", median_s=5e-2),
+            _fd_record(**timing, framework="jax", mode="compiled", median_s=2e-3, contended=True)]
+    cells = plots.timing_cells(recs)
+    [panel] = cells.values()
+    marks = {label: m for (_, label), (_, _, m) in panel.items()}
+    assert marks == {"torch eager": "", "jax eager": "†", "jax.jit": "‡"}
+    assert plots.timing_bars(recs, tmp_path / "timing.png") and (tmp_path / "timing.png").stat().st_size > 0
