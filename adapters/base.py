@@ -40,7 +40,7 @@ class ShapeError(ValueError):
 
 
 class Ops:
-    """Base of each adapter's neutral vocabulary (harness/ops_spec.py lists the names).
+    """Base of each adapter's neutral vocabulary (harness/define/ops_spec.py lists the names).
 
     Missing names raise Unsupported, so a case that uses an op a framework lacks is skipped
     with a reason rather than crashing the worker.

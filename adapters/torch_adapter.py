@@ -375,7 +375,7 @@ class TorchAdapter(Adapter):
     # ---- differentiation ---------------------------------------------------------------
     def _compile(self, fn, f):
         """torch.compile(fn) for the task function f. Dynamo caches compiled code per code object,
-        and every task's f has the same one (harness/execute.py builds it), so past dynamo's
+        and every task's f has the same one (harness/worker/observe.py builds it), so past dynamo's
         recompile limit (8) a worker would silently run later tasks eager: each new f starts
         from a clean cache. dynamic=False: shapes are fixed per task, one graph is compiled."""
         if f is not self._compiling_for:

@@ -4,9 +4,9 @@ An MLP forward+backward (float32) on every installed framework:
   torch eager        vs torch.utils.benchmark.Timer(...).blocked_autorange
   jax jit-compiled   vs a loop of jitted calls, each ended by block_until_ready
   tensorflow eager   vs a loop that materialises the results
-The harness side is exactly what a worker runs (adapter callables, harness.timing.measure, "full":
+The harness side is exactly what a worker runs (adapter callables, harness.worker.timing.measure, "full":
 blocked autorange bracketed by the contention probes, a contended measurement taken again); the
-framework's own tool runs inside the same probes (harness.contention.Watch). A round in which
+framework's own tool runs inside the same probes (harness.worker.contention.Watch). A round in which
 either side was contended is left out of the deviation (a figure from a contended machine is not
 a fidelity figure); with fewer than MIN_QUIET quiet rounds every round counts and the line says so:
 rerun on a quiet machine.
@@ -31,9 +31,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from adapters import FRAMEWORKS, load  # noqa: E402
-from harness import Case, execute  # noqa: E402
-from harness.contention import Watch  # noqa: E402
-from harness.timing import PRESETS, measure  # noqa: E402
+from harness import Case  # noqa: E402
+from harness.worker import observe
+from harness.worker.contention import Watch  # noqa: E402
+from harness.worker.timing import PRESETS, measure  # noqa: E402
 
 #: (width, batch) per device: milliseconds per call on each
 SIZES = {"cpu": (512, 256), "cuda": (4096, 4096)}
@@ -84,7 +85,7 @@ def measure_framework(framework, device, case):
     adapter = load(framework)
     adapter.setup(device, threads=0, precision="default")
     compiled = framework == "jax"   # JAX's own tool times jitted functions
-    problem = execute.Problem(adapter, case, "float32", seed=0)
+    problem = observe.Problem(adapter, case, "float32", seed=0)
     call = adapter.grad_fn(problem.f, compiled)
     xs = problem.xs
     adapter.sync(call(*xs))

@@ -8,7 +8,7 @@ frameworks a record involves (one for fd/jvp/reference/run checks, two for pairw
 and, when the entry names them, the check and the parameter (for a divergence whose cause
 differs between the parameters of one check).
 
-A project's own table (`harness run --expected FILE`, harness/known.py) has the same format; an
+A project's own table (`harness run --expected FILE`, harness/judge/known.py) has the same format; an
 entry there may also pin framework versions (versions = {torch = "2.13.*"}).
 
 Framework-free: the harness core and the tests can read it without importing a framework.
@@ -25,7 +25,7 @@ except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
 PATH = Path(__file__).with_name("expected_divergences.toml")
-#: the cause labels an entry may carry (harness/causes.py's CAUSES; the built-in table never
+#: the cause labels an entry may carry (harness/judge/causes.py's CAUSES; the built-in table never
 #: lists nondeterminism: a CPU run here is bitwise reproducible)
 CAUSES = ("nondiff-convention", "precision-policy", "precision-loss", "default-semantics", "different-function",
           "nan-propagation", "ad-bug", "framework-error", "custom-gradient", "nondeterminism")

@@ -5,7 +5,7 @@ per-op dispatch. These take milliseconds per forward+backward on a 2-core CPU: a
 small conv net and a multi-head attention block, written once against the neutral ops (each
 adapter runs its own native matmul, conv and attention kernels) with smooth activations, so
 float32 and float64 agree well within tolerance and there are no kinks for FD to straddle.
-The report's headline timing gaps prefer these cases (harness/report.py).
+The report's headline timing gaps prefer these cases (harness/render/report.py).
 
 The case API has no device-dependent size (every task is held against a float64 CPU reference
 of the same shapes), so these are CPU-sized and not tagged `gpu` (benchmarks/gpu_check.sh): on a

@@ -2,7 +2,7 @@
 
 A case makes its parameters and inputs once, in float64 numpy, in canonical layout. Its loss is
 either neutral (``loss(ops, params, inputs)``, against the ops vocabulary of
-harness/ops_spec.py) or native per framework (``native[fw](params, inputs)`` receiving that
+harness/define/ops_spec.py) or native per framework (``native[fw](params, inputs)`` receiving that
 framework's tensors). Where a native layer stores a parameter in another layout (torch's Linear
 weight is (out, in); the canonical dense weight is (in, out)), ``layout`` names the axis
 permutation explicitly, and the harness applies it on the way in and inverts it on the gradient

@@ -6,7 +6,7 @@
         assert_gradients_agree(make=make, native={"torch": torch_loss, "jax": jax_loss},
                                dtypes=("float64", "float32"))
 
-The case runs in this process (harness.inprocess.run_case: every framework's adapter loaded here,
+The case runs in this process (harness.run.inprocess.run_case: every framework's adapter loaded here,
 no worker processes) with the same checks and verdicts as `harness run`: finite differences,
 forward mode, second order for cases tagged `twice-differentiable`, the float64 reference and
 framework vs framework. A failure raises AssertionError with one line per failing check, in the
@@ -21,7 +21,7 @@ import sys
 from adapters import FRAMEWORKS
 
 from .case import Case
-from .report import FAILING, _sort_key, check_rank, describe
+from harness.render.report import FAILING, _sort_key, check_rank, describe
 
 DEFAULT_FAIL_ON = FAILING
 #: at most this many failing checks are spelled out in the message
@@ -66,7 +66,7 @@ def assert_gradients_agree(case: Case | None = None, *, make=None, loss=None, na
     do when a framework named in ``frameworks`` is not installed: "skip" (pytest.skip; outside
     pytest a RuntimeError) or "ignore" (run the others).
     """
-    from . import inprocess
+    from harness.run import inprocess
 
     dtypes = tuple(dtypes)
     if case is None:

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from adapters.base import ScalarError, Unsupported
-from harness.ops_spec import OPS
+from harness.define.ops_spec import OPS
 from tests.conftest import get_adapter
 
 

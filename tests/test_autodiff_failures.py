@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from harness import Case
-from harness.inprocess import installed, run_case
-from harness.loader import builtin_cases
+from harness.run.inprocess import installed, run_case
+from harness.define.loader import builtin_cases
 
 from planted import torch_square
 

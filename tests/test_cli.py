@@ -47,7 +47,7 @@ def test_malformed_case_files(tmp_path):
 
 
 def test_list_is_fast_and_imports_no_framework():
-    code = ("import sys, time; t = time.perf_counter(); from harness.cli import main; main(['list']); "
+    code = ("import sys, time; t = time.perf_counter(); from harness.cli.main import main; main(['list']); "
             "assert not {'torch', 'jax', 'tensorflow'} & set(sys.modules), sorted(sys.modules); "
             "print('elapsed', time.perf_counter() - t)")
     import subprocess
@@ -67,7 +67,7 @@ def test_help_documents_exit_codes():
 
 
 def test_both_names_the_two_modes_and_the_two_precisions_as_the_help_says():
-    from harness.cli import build_parser, settings_from
+    from harness.cli.main import build_parser, settings_from
     argv = ["run", "--cases", "linear_mse", "--modes", "both", "--precision", "both"]
     settings = settings_from(build_parser().parse_args(argv), argv)
     assert settings.modes == ["eager", "compiled"] and settings.precisions == ["default", "highest"]

@@ -1,11 +1,15 @@
-"""The completeness invariant (harness.coverage): every check a run's observations imply has a
+"""The completeness invariant (harness.judge.coverage): every check a run's observations imply has a
 record; one that cannot be made is an `error` or `skipped` record with the reason, never dropped."""
 import numpy as np
 import pytest
 
-from harness import Case, compare, coverage
-from harness.inprocess import installed, run_case
-from harness.loader import builtin_cases
+from harness import Case
+
+from harness.judge import verdicts
+
+from harness.judge import coverage
+from harness.run.inprocess import installed, run_case
+from harness.define.loader import builtin_cases
 
 NOT_RECORDED = "planned check not recorded"
 #: the library cases the op suite (test_case_library) and the model suite (test_models) do not run
@@ -32,13 +36,13 @@ def _only(records, **fields):
 
 def test_gradients_of_different_shapes_are_an_error_not_a_silent_pass(tmp_path):
     rows = [_rows(tmp_path, "jax", {"a": np.array(1.0)}), _rows(tmp_path, "torch", {"a": np.array([0.0])})]
-    (rec,) = _only(compare.build_records(rows, {}, tmp_path), check="pairwise")
+    (rec,) = _only(verdicts.build_records(rows, {}, tmp_path), check="pairwise")
     assert rec["verdict"] == "error" and "shapes () (jax float64 eager) vs (1,) (torch float64 eager)" in rec["message"]
 
 
 def test_a_parameter_missing_on_one_side_is_an_error(tmp_path):
     rows = [_rows(tmp_path, "jax", {"a": np.ones(2), "b": np.ones(2)}), _rows(tmp_path, "torch", {"a": np.ones(2)})]
-    recs = _only(compare.build_records(rows, {}, tmp_path), check="pairwise")
+    recs = _only(verdicts.build_records(rows, {}, tmp_path), check="pairwise")
     assert [(r["param"], r["verdict"]) for r in recs] == [("a", "pass"), ("b", "error")]
     assert "torch float64 eager has no gradient for it" in recs[1]["message"]
 
@@ -48,7 +52,7 @@ def test_a_comparison_with_a_failed_task_is_recorded_with_its_reason(tmp_path):
             _rows(tmp_path, "torch", {}, status="error", reason="RuntimeError: boom"),
             _rows(tmp_path, "jax", {"a": np.ones(2)}, dtype="float32"),
             _rows(tmp_path, "torch", {}, status="error", reason="RuntimeError: boom", dtype="float32")]
-    records = compare.build_records(rows, {}, tmp_path)
+    records = verdicts.build_records(rows, {}, tmp_path)
     skipped = _only(records, verdict="skipped")
     assert {(r["check"], r["dtype"]) for r in skipped} == {(c, d) for c in ("pairwise", "forward")
                                                            for d in ("float64", "float32")}
@@ -59,9 +63,9 @@ def test_a_comparison_with_a_failed_task_is_recorded_with_its_reason(tmp_path):
 
 def test_a_check_dropped_by_the_judge_becomes_an_error_record(tmp_path, monkeypatch):
     rows = [_rows(tmp_path, "jax", {"a": np.ones(2)}), _rows(tmp_path, "torch", {"a": np.ones(2)})]
-    assert not [r for r in compare.build_records(rows, {}, tmp_path) if r["verdict"] != "pass"]
-    monkeypatch.setattr(compare, "_jvp", lambda o, tol: [])
-    gaps = [r for r in compare.build_records(rows, {}, tmp_path) if r["verdict"] != "pass"]
+    assert not [r for r in verdicts.build_records(rows, {}, tmp_path) if r["verdict"] != "pass"]
+    monkeypatch.setattr(verdicts, "_jvp", lambda o, tol: [])
+    gaps = [r for r in verdicts.build_records(rows, {}, tmp_path) if r["verdict"] != "pass"]
     assert [(r["check"], r["framework"], r["verdict"]) for r in gaps] == [("jvp", "jax", "error"), ("jvp", "torch", "error")]
     assert all(NOT_RECORDED in r["message"] for r in gaps)
 

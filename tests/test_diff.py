@@ -5,7 +5,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from harness import diff, runs
+from harness.render import run_diff
+
+from harness.store import runs
 from tests.helpers import harness, planted_runs
 
 DATA = Path(__file__).parent / "data" / "golden"
@@ -34,7 +36,7 @@ def two_runs(tmp_path):
 
 def test_compare_finds_each_planted_change_and_nothing_else(two_runs):
     old, new = (runs.load(p) for p in two_runs)
-    d = diff.compare_runs(old, new)
+    d = run_diff.compare_runs(old, new)
     assert [(o["case"], o["check"], o["framework"], o["verdict"], n["verdict"]) for o, n in d.flipped] == [
         ("op_max_ties", "fd", "jax", "pass", "diverge")]
     assert [(n["case"], n["check"], n["dtype"], n["param"]) for _o, n, _c, _a in d.moved] == [
@@ -45,7 +47,7 @@ def test_compare_finds_each_planted_change_and_nothing_else(two_runs):
     assert d.slower[0]["ratio"] == pytest.approx(1.5) and d.slower[0]["p"] < 1e-4
     assert not d.faster and not d.checks_added and not d.checks_removed and not d.gradients
     assert d.gradients_compared is None          # results only: no arrays to compare
-    text = diff.render(d)
+    text = run_diff.render(d)
     for needle in ("op_max_ties", "pass → **diverge**", "Errors that moved beyond tolerance (1)", "`op_relu_v2`",
                    "Removed (1): `op_relu`", "### Slower (1)", "×1.50 (+50%)"):
         assert needle in text, needle
@@ -53,9 +55,9 @@ def test_compare_finds_each_planted_change_and_nothing_else(two_runs):
 
 def test_compare_exit_codes_follow_fail_on(two_runs, tmp_path):
     old, new = two_runs
-    proc = harness("compare", old, new, "--out", tmp_path / "diff.md")
+    proc = harness("compare", old, new, "--out", tmp_path / "run_diff.md")
     assert proc.returncode == 1 and "**Fails**" in proc.stdout
-    assert (tmp_path / "diff.md").read_text() == proc.stdout
+    assert (tmp_path / "run_diff.md").read_text() == proc.stdout
     assert harness("compare", old, new, "--fail-on", "none").returncode == 0
     assert harness("compare", old, new, "--fail-on", "slowdown=60%").returncode == 0
     assert harness("compare", old, new, "--fail-on", "slowdown=10%").returncode == 1
@@ -75,8 +77,8 @@ def test_timing_noise_alone_is_not_a_change():
     rng = np.random.default_rng(0)
     a = list(1e-3 * (1 + 0.05 * rng.standard_normal(15)))
     b = list(1e-3 * (1 + 0.05 * rng.standard_normal(15)))
-    assert diff.mann_whitney_p(a, b) > 0.01
-    assert diff.mann_whitney_p(a, [x * 2 for x in a]) < 1e-4
+    assert run_diff.mann_whitney_p(a, b) > 0.01
+    assert run_diff.mann_whitney_p(a, [x * 2 for x in a]) < 1e-4
 
 
 def test_mann_whitney_matches_scipy():
@@ -85,4 +87,4 @@ def test_mann_whitney_matches_scipy():
     for shift in (0.0, 0.3, 1.0):
         a, b = rng.normal(size=12), rng.normal(loc=shift, size=17)
         ref = stats.mannwhitneyu(a, b, alternative="two-sided", method="asymptotic").pvalue
-        assert diff.mann_whitney_p(a, b) == pytest.approx(ref, rel=1e-6)
+        assert run_diff.mann_whitney_p(a, b) == pytest.approx(ref, rel=1e-6)

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from harness import plan
+from harness.plan import tasks
 from harness.case import Case
 from tests.conftest import FRAMEWORKS
 from tests.helpers import harness, results
@@ -67,12 +67,12 @@ def test_sharding_is_balanced_and_independent_of_order():
              for i, n in enumerate([10, 5000, 20000, 300, 7000, 12, 900, 40000])]
     args = {"frameworks": ["torch", "jax"], "devices": ["cpu"], "dtypes": ["float64", "float32"],
             "modes": ["eager"], "precisions": ["default"], "seed": 0, "fd_mode": "auto", "timing": "quick"}
-    _, owner, loads = plan.shard_cases(cases, 1, 3, args)
-    _, owner_reversed, _ = plan.shard_cases(list(reversed(cases)), 1, 3, args)
+    _, owner, loads = tasks.shard_cases(cases, 1, 3, args)
+    _, owner_reversed, _ = tasks.shard_cases(list(reversed(cases)), 1, 3, args)
     assert owner == owner_reversed
     assert sorted(set(owner.values())) == [1, 2, 3]
     assert max(loads) / min(loads) < 1.6
-    every = [c.name for k in (1, 2, 3) for c in plan.shard_cases(cases, k, 3, args)[0]]
+    every = [c.name for k in (1, 2, 3) for c in tasks.shard_cases(cases, k, 3, args)[0]]
     assert sorted(every) == sorted(c.name for c in cases)
 
 
@@ -144,11 +144,11 @@ class _FakeRay:
 
 
 def _tasks(framework, device, n):
-    return [plan.Task(f"c{i}", "builtin", framework, device, "float32", "eager", "default", 0) for i in range(n)]
+    return [tasks.Task(f"c{i}", "builtin", framework, device, "float32", "eager", "default", 0) for i in range(n)]
 
 
 def test_ray_runner_relays_observations_arrays_and_logs(tmp_path, monkeypatch):
-    from harness import executors
+    from harness.run import executors
 
     gpu, cpu = ("fa", "cuda:0", "default"), ("fb", "cpu", "default")
     ta, tb = _tasks("fa", "cuda:0", 3), _tasks("fb", "cpu", 2)
@@ -197,8 +197,8 @@ def test_ray_runner_stops_every_group_when_one_fails(tmp_path, monkeypatch):
     groups' Ray tasks are cancelled, not left to finish, and the error reaches the caller."""
     import time
 
-    from harness import executors
-    from harness.runner import OutputError
+    from harness.run import executors
+    from harness.run.local import OutputError
 
     bad, slow = ("fa", "cpu", "default"), ("fb", "cpu", "default")
 

@@ -158,7 +158,7 @@ def _start(*args, cwd=ROOT, env=None):
 
 
 _CTRL_C_THEN_CLI = ("import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
-                    "from harness.cli import main; sys.exit(main(sys.argv[1:]))")
+                    "from harness.cli.main import main; sys.exit(main(sys.argv[1:]))")
 
 
 def _finish(proc, timeout=300):
@@ -290,7 +290,7 @@ def test_hung_task_and_hung_worker_group_are_killed_with_their_children(tmp_path
 @needs_torch
 def test_framework_not_installed_or_failing_to_import(tmp_path, monkeypatch, capsys):
     from adapters import FrameworkInfo
-    from harness import cli
+    from harness.cli import main
 
     broken = tmp_path / "fake"
     (broken / "jax").mkdir(parents=True)
@@ -303,7 +303,7 @@ def test_framework_not_installed_or_failing_to_import(tmp_path, monkeypatch, cap
     assert FRAMEWORKS["jax"].installed() and not FRAMEWORKS["tensorflow"].installed()
 
     out = tmp_path / "run"
-    code = cli.main(["run", "--cases", "linear_mse", "--frameworks", "torch,jax,tensorflow", "--dtypes",
+    code = main.main(["run", "--cases", "linear_mse", "--frameworks", "torch,jax,tensorflow", "--dtypes",
                      "float64", "--timing", "off", "--quiet", "--out", str(out)])
     err = capsys.readouterr().err
     assert code == 1, err
@@ -451,7 +451,8 @@ def test_output_folder_that_cannot_be_created_is_one_line_exit_2(tmp_path):
 def test_disk_full_mid_run_stops_cleanly_and_resume_finishes(tmp_path, monkeypatch, capsys):
     """ENOSPC on the second observation: one line, exit 2, the first observation kept, no
     results or report half-written; after that, --resume finishes the run."""
-    from harness import cli, session
+    from harness.cli import main
+    from harness.run import session
 
     real_open = open
 
@@ -475,7 +476,7 @@ def test_disk_full_mid_run_stops_cleanly_and_resume_finishes(tmp_path, monkeypat
     monkeypatch.setattr(session, "open", fake_open, raising=False)
     out = tmp_path / "run"
     argv = ["run", "--cases", "linear_mse,elementwise_chain", *FAST, "--quiet", "--out", str(out)]
-    assert cli.main(argv) == 2
+    assert main.main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith(f"error: writing {out / 'observations.jsonl'} failed: No space left on device; "
                           f"the 1 observation(s) before it are kept"), err
@@ -484,12 +485,12 @@ def test_disk_full_mid_run_stops_cleanly_and_resume_finishes(tmp_path, monkeypat
     assert not (out / "results.jsonl").exists() and not (out / "report.md").exists()
     assert not list(out.rglob(".*.tmp.*")) and not list(out.rglob("*.tmp.*"))
     monkeypatch.setattr(session, "open", real_open, raising=False)
-    assert cli.main(["run", "--resume", str(out), "--quiet"]) == 0
+    assert main.main(["run", "--resume", str(out), "--quiet"]) == 0
     assert {r["case"] for r in results(out)} == {"linear_mse", "elementwise_chain"}
 
 
 def test_atomic_write_keeps_the_old_file_when_the_disk_is_full(tmp_path, monkeypatch):
-    from harness import records
+    from harness.store import records
 
     target = tmp_path / "report.md"
     records.atomic_write_text(target, "old report\n")
@@ -504,7 +505,7 @@ def test_atomic_write_keeps_the_old_file_when_the_disk_is_full(tmp_path, monkeyp
 
 
 def test_torn_observation_lines_are_dropped_on_read(tmp_path):
-    from harness.records import read_observations
+    from harness.store.records import read_observations
 
     path = tmp_path / "observations.jsonl"
     path.write_text('{"id": "a", "status": "error"}\n{"id": "b", "status": "ok"}\n'
@@ -597,7 +598,7 @@ def test_builtin_cases_draw_randomness_from_the_seed_only():
 
 # ---- safety -------------------------------------------------------------------------------------------
 def test_arrays_are_never_unpickled(tmp_path):
-    from harness.compare import Observation
+    from harness.judge.verdicts import Observation
 
     np.savez(tmp_path / "evil.npz", **{"grad/w": np.array([{"not": "an array"}], dtype=object)})
     obs = Observation({"arrays": "evil.npz", "status": "ok"}, tmp_path)
@@ -606,7 +607,7 @@ def test_arrays_are_never_unpickled(tmp_path):
 
 
 def test_crash_report_names_the_fatal_error_and_the_cases_frame():
-    from harness.runner import crash_report
+    from harness.run.local import crash_report
 
     log = textwrap.dedent('''\
         [harness] task x/torch/cpu/float64/eager/default
@@ -615,7 +616,7 @@ def test_crash_report_names_the_fatal_error_and_the_cases_frame():
         Current thread 0x00007f (most recent call first):
           File "/usr/lib/python3.11/ctypes/__init__.py", line 519 in string_at
           File "/home/me/cases/bad.py", line 17 in t_segv
-          File "/work/main/harness/execute.py", line 51 in f
+          File "/work/main/harness/worker/observe.py", line 51 in f
 
         Extension modules: numpy.core._multiarray_umath, torch._C (total: 2)
         ''')
@@ -626,7 +627,7 @@ def test_crash_report_names_the_fatal_error_and_the_cases_frame():
 
 
 def test_memory_limit_sizes():
-    from harness.cli import UsageError, _size
+    from harness.cli.main import UsageError, _size
 
     assert _size("8G") == 8 * 2**30 and _size("512M") == 512 * 2**20 and _size("2") == 2 * 2**30
     assert _size("1.5GiB") == int(1.5 * 2**30) and _size("4096k") == 4 * 2**20

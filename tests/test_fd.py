@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from harness import fd
+from harness.worker import fd
 from tests.conftest import get_adapter
 from tests.planted import torch_square, wrong_at
 

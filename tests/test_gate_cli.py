@@ -10,7 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from harness import diff, loader, runs
+from harness.render import run_diff
+
+from harness.define import loader
+
+from harness.store import runs
 from harness.case import CaseError
 from tests.conftest import FRAMEWORKS
 from tests.helpers import ROOT, harness, planted_runs, results
@@ -187,14 +191,14 @@ def test_compare_fail_on_values(tmp_path, fail_on, code):
 
 
 def test_fractions_and_fail_on_parse_unambiguously():
-    assert diff.parse_fraction("10%") == pytest.approx(0.10) == diff.parse_fraction("0.10")
-    assert diff.parse_fraction("0") == 0.0 and diff.parse_fraction("150%") == pytest.approx(1.5)
+    assert run_diff.parse_fraction("10%") == pytest.approx(0.10) == run_diff.parse_fraction("0.10")
+    assert run_diff.parse_fraction("0") == 0.0 and run_diff.parse_fraction("150%") == pytest.approx(1.5)
     for bad in ("10", "1", "-5%", "-0.1", "inf", "x", "%"):
         with pytest.raises(ValueError):
-            diff.parse_fraction(bad)
-    assert diff.parse_fail_on("divergence,slowdown=5%") == {"diverge": None, "slowdown": pytest.approx(0.05)}
-    with pytest.raises(diff.DiffError, match="empty"):
-        diff.parse_fail_on("")
+            run_diff.parse_fraction(bad)
+    assert run_diff.parse_fail_on("divergence,slowdown=5%") == {"diverge": None, "slowdown": pytest.approx(0.05)}
+    with pytest.raises(run_diff.DiffError, match="empty"):
+        run_diff.parse_fail_on("")
 
 
 def test_compare_min_change_is_unambiguous(tmp_path):
@@ -224,10 +228,10 @@ def test_changed_case_inputs_are_found_from_the_observations(tmp_path):
                "device": "cpu", "dtype": "float64", "mode": "eager", "precision": "default", "status": "ok",
                "params": {"weight": shape}}
         (folder / "observations.jsonl").write_text(json.dumps(row) + "\n")
-    assert diff.input_differences(runs.load(old), runs.load(new)) == [
+    assert run_diff.input_differences(runs.load(old), runs.load(new)) == [
         "other parameters or inputs in case(s) linear_mse"]
     one_line_error(harness("compare", old, new), "linear_mse")
-    assert diff.input_differences(runs.load(old), runs.load(old)) == []
+    assert run_diff.input_differences(runs.load(old), runs.load(old)) == []
 
 
 # ---- 6. FILE.py::NAME, list --cases, did you mean ------------------------------------------------------------

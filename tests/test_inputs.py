@@ -10,10 +10,14 @@ import warnings
 import numpy as np
 import pytest
 
-from harness import Case, CaseError, compare, coverage
+from harness import Case, CaseError
+
+from harness.judge import verdicts
+
+from harness.judge import coverage
 from harness.case import input_digest
-from harness.inprocess import installed, run_case
-from harness.warning_log import capture
+from harness.run.inprocess import installed, run_case
+from harness.worker.warning_log import capture
 
 FAILING = ("diverge", "nan")
 
@@ -72,7 +76,7 @@ def _row(tmp_path, fw, digest, dtype="float64"):
 def test_the_judge_refuses_to_compare_observations_of_differing_inputs(tmp_path):
     # gradients that would diverge (2 vs 1), made from different inputs: an error, not a divergence
     rows = [_row(tmp_path, "jax", "a" * 64), _row(tmp_path, "torch", "b" * 64)]
-    records = compare.build_records(rows, {}, tmp_path)
+    records = verdicts.build_records(rows, {}, tmp_path)
     refused = [r for r in records if r["check"] in ("pairwise", "forward")]
     assert {r["check"] for r in refused} == {"pairwise", "forward"}
     for r in refused:
@@ -83,7 +87,7 @@ def test_the_judge_refuses_to_compare_observations_of_differing_inputs(tmp_path)
     assert coverage.gaps(records, rows, {}) == []
     # the same digest: compared as always (and the planted difference found)
     same = [_row(tmp_path, "jax", "a" * 64), _row(tmp_path, "torch", "a" * 64)]
-    assert {r["verdict"] for r in compare.build_records(same, {}, tmp_path) if r["check"] == "pairwise"} == {"diverge"}
+    assert {r["verdict"] for r in verdicts.build_records(same, {}, tmp_path) if r["check"] == "pairwise"} == {"diverge"}
 
 
 def _torch_generator_make(rng):

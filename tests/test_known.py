@@ -8,7 +8,9 @@ from argparse import Namespace
 import pytest
 
 from cases import expected
-from harness import commands, known, report
+from harness.cli import commands
+from harness.judge import known
+from harness.render import report
 
 from tests.helpers import results
 

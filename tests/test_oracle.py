@@ -3,7 +3,9 @@ smooth float32 runs raise no false alarm; large gradients are checked along dire
 localised by bisection."""
 import pytest
 
-from harness import Case, inprocess
+from harness import Case
+
+from harness.run import inprocess
 from tests.conftest import FRAMEWORKS
 from tests.planted import torch_square
 
@@ -83,7 +85,7 @@ def test_kinks_are_labelled_nondiff_not_ad_bug(framework):
 
 
 def test_smooth_cases_in_float32_raise_no_false_alarm():
-    from harness.loader import select
+    from harness.define.loader import select
     for case in select("mlp_tanh,softmax_xent,elementwise_chain,linear_mse"):
         records = inprocess.run_case(case, dtypes=("float64", "float32"))
         assert not _failing(records), [(r["case"], r["check"], r["framework"], r["max_rel_err"]) for r in _failing(records)]
@@ -118,7 +120,7 @@ def test_directional_check_localises_a_planted_bug_by_bisection():
 
 
 def test_complex_step_is_exact_where_analytic_and_skipped_where_not():
-    from harness.loader import select
+    from harness.define.loader import select
     (chain,) = select("elementwise_chain")
     records = inprocess.run_case(chain, dtypes=("float64",), fd_mode="complex")
     complex_checks = [r for r in records if r["check"] == "complex"]

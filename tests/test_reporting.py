@@ -5,7 +5,9 @@ import os
 import shutil
 from pathlib import Path
 
-from harness import report, runs
+from harness.render import report
+
+from harness.store import runs
 from tests.helpers import harness
 
 DATA = Path(__file__).parent / "data" / "golden"
@@ -41,7 +43,7 @@ def test_rendering_is_deterministic_and_reads_top_down():
     positions = [a.index(h) for h in order]
     assert positions == sorted(positions)
     # every cause label and every check present is explained in the footnote
-    from harness.causes import CAUSES
+    from harness.judge.causes import CAUSES
     footnote = a[a.index("## How to read this report"):]
     for cause in CAUSES:
         assert f"`{cause}`" in footnote
@@ -120,7 +122,7 @@ def test_a_directional_fd_says_so_in_the_report():
 
 
 def test_the_heatmap_shows_pairwise_agreement_and_failing_cells():
-    from harness import plots
+    from harness.render import plots
     recs = [_fd_record(), _fd_record(framework="jax"),
             _fd_record(check="pairwise", framework="jax", other_framework="torch", verdict="diverge",
                        max_rel_err=3e-9, cause="precision-loss"),
@@ -133,7 +135,7 @@ def test_the_heatmap_shows_pairwise_agreement_and_failing_cells():
 
 
 def test_the_timing_plot_marks_eager_dispatch_and_contended_bars(tmp_path):
-    from harness import plots
+    from harness.render import plots
     timing = dict(check="timing", param="forward+backward", verdict="pass", iqr_s=1e-6, precision="default")
     recs = [_fd_record(**timing, framework="torch", mode="eager", median_s=1e-3),
             _fd_record(**timing, framework="jax", mode="eager", median_s=5e-2),

@@ -4,8 +4,8 @@ import io
 
 import pytest
 
-from harness.plan import Task
-from harness.progress import Progress
+from harness.plan.tasks import Task
+from harness.run.progress import Progress
 from harness.testing import assert_gradients_agree
 from tests.conftest import FRAMEWORKS
 from tests.planted import torch_square, wrong_at
@@ -61,7 +61,7 @@ def test_planted_divergence_fails_with_the_reports_localised_message():
 
 @needs_two
 def test_a_case_object_and_a_tolerance_override():
-    from harness.loader import builtin_cases
+    from harness.define.loader import builtin_cases
 
     case = next(c for c in builtin_cases() if c.name == "linear_mse")
     assert_gradients_agree(case, frameworks=("torch", "jax"), dtypes=("float32",))

@@ -8,8 +8,8 @@ import time
 import numpy as np
 import pytest
 
-from harness import contention
-from harness.timing import PRESETS, RETRIES, blocked_autorange, measure
+from harness.worker import contention
+from harness.worker.timing import PRESETS, RETRIES, blocked_autorange, measure
 from tests.helpers import harness, results
 
 
@@ -203,11 +203,14 @@ def test_other_processes_cpu_time_is_a_lower_bound_from_idle_time():
 
 
 def test_a_task_timed_under_contention_is_recorded_and_reported_contended(tmp_path):
-    """The worker's path (execute.run) to the judge's timing records to the report, with CPU
+    """The worker's path (observe.run) to the judge's timing records to the report, with CPU
     burners running through the task's timing."""
     pytest.importorskip("torch")
-    from harness import compare, execute, inprocess, report
-    from harness.loader import builtin_cases
+    from harness.judge import verdicts
+    from harness.worker import observe
+    from harness.run import inprocess
+    from harness.render import report
+    from harness.define.loader import builtin_cases
 
     case = next(c for c in builtin_cases() if c.name == "linear_mse")
     adapter = inprocess.adapter("torch")
@@ -215,12 +218,12 @@ def test_a_task_timed_under_contention_is_recorded_and_reported_contended(tmp_pa
     burners = Burners()
     burners.start()
     try:
-        obs, _ = execute.run(adapter, case, task)
+        obs, _ = observe.run(adapter, case, task)
     finally:
         burners.stop()
     row = {"case": case.name, "framework": "torch", "device": "cpu", "dtype": "float32", "mode": "eager",
            "precision": "default", "status": "ok", "task": {"fd": False, "timing": "quick"}, **obs}
-    timed = [r for r in compare.build_records([row], {case.name: case}, tmp_path) if r["check"] == "timing"]
+    timed = [r for r in verdicts.build_records([row], {case.name: case}, tmp_path) if r["check"] == "timing"]
     assert {r["param"] for r in timed} == {"forward", "forward+backward"}
     for r in timed:
         assert r["contended"] and r["attempts"] == RETRIES["quick"] + 1, r

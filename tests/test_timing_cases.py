@@ -7,10 +7,11 @@ import numpy as np
 import pytest
 
 from cases import expected
-from harness import coverage, execute
-from harness.inprocess import adapter, installed, run_case
-from harness.loader import builtin_cases, select
-from harness.timing import TIMING_TAG, blocked_autorange
+from harness.judge import coverage
+from harness.worker import observe
+from harness.run.inprocess import adapter, installed, run_case
+from harness.define.loader import builtin_cases, select
+from harness.worker.timing import TIMING_TAG, blocked_autorange
 
 TIMING_CASES = [c for c in builtin_cases() if TIMING_TAG in c.tags]
 INSTALLED = frozenset(installed())
@@ -29,7 +30,7 @@ def test_a_timing_case_keeps_kernels_busy_not_dispatch():
     a = adapter("torch")
 
     def median(case):
-        problem = execute.Problem(a, case, "float32", seed=0)
+        problem = observe.Problem(a, case, "float32", seed=0)
         call = a.grad_fn(problem.f, False)
         return blocked_autorange(lambda: call(*problem.xs), a.sync, min_run_time=0.1).median
 

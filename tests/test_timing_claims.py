@@ -5,7 +5,11 @@ import copy
 import json
 from pathlib import Path
 
-from harness import diff, report, runs
+from harness.render import run_diff
+
+from harness.render import report
+
+from harness.store import runs
 
 DATA = Path(__file__).parent / "data" / "golden"
 
@@ -105,9 +109,9 @@ def _runs(tmp_path, contended: bool):
 
 
 def test_compare_gives_a_contended_cell_no_slowdown_verdict(tmp_path):
-    plain = diff.compare_runs(*_runs(tmp_path / "plain", contended=False), arrays=False)
-    assert len(plain.slower) == 1 and diff.failures(plain, {"slowdown": None})
-    marked = diff.compare_runs(*_runs(tmp_path / "marked", contended=True), arrays=False)
+    plain = run_diff.compare_runs(*_runs(tmp_path / "plain", contended=False), arrays=False)
+    assert len(plain.slower) == 1 and run_diff.failures(plain, {"slowdown": None})
+    marked = run_diff.compare_runs(*_runs(tmp_path / "marked", contended=True), arrays=False)
     assert marked.slower == [] and marked.timings_contended == 1
-    assert diff.failures(marked, {"slowdown": None}) == []
-    assert "1 of them contended" in diff.render(marked)
+    assert run_diff.failures(marked, {"slowdown": None}) == []
+    assert "1 of them contended" in run_diff.render(marked)

@@ -83,7 +83,7 @@ class Worker:
         self.log_path = log_path
         self.log = open(log_path, "ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "harness.worker", framework, kind, precision, str(threads),
+            [sys.executable, "-m", "harness.worker.main", framework, kind, precision, str(threads),
              str(int(memory_limit or 0))],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log,
             env=worker_env(framework, device, threads), cwd=str(ROOT), start_new_session=True)

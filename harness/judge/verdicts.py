@@ -23,11 +23,11 @@ import functools
 
 import numpy as np
 
-from . import coverage
-from .causes import CAUSES, label  # noqa: F401 - CAUSES re-exported: the verdicts' vocabulary
-from .plan import is_reference
-from .timing import record_fields
-from .tolerance import Tolerance, gradient_norm, gradient_scale, lookup
+from harness.judge import coverage
+from harness.judge.causes import CAUSES, label  # noqa: F401 - CAUSES re-exported: the verdicts' vocabulary
+from harness.plan.tasks import is_reference
+from harness.worker.timing import record_fields
+from harness.judge.tolerance import Tolerance, gradient_norm, gradient_scale, lookup
 
 
 #: same computation twice may differ by this much (relative to the gradient's scale) before it
@@ -267,7 +267,7 @@ def _timing(o: Observation) -> list:
                    sync_overhead_s=m.get("overhead"),
                    timing_preset=o.row["timing"]["preset"], threads=(o.row.get("policy") or {}).get("threads"),
                    message="noisy: IQR > 10% of median" if m["noisy"] else "")
-        rec.update(record_fields(m, o.row["timing"]))   # contended, load, calibration (harness.timing)
+        rec.update(record_fields(m, o.row["timing"]))   # contended, load, calibration (harness.worker.timing)
         out.append(rec)
     return out
 

@@ -50,7 +50,7 @@ class Task:
 
     @property
     def settings(self) -> dict:
-        """What this task was asked to check (kept with its observation: harness.coverage)."""
+        """What this task was asked to check (kept with its observation: harness.judge.coverage)."""
         return {"fd": self.fd, "fd_mode": self.fd_mode, "timing": self.timing}
 
     def message(self, arrays_path: str) -> dict:
@@ -112,7 +112,7 @@ FD_COST_CAP = 10.0
 def case_elements(case, seed: int = 0) -> int:
     """How many elements a case differentiates (its make() is run once, in numpy); 1 when make
     fails here (the failure is reported by the worker that runs it)."""
-    from .execute import case_rng
+    from harness.worker.observe import case_rng
 
     try:
         params, _inputs, wrt = case.build(case_rng(seed, case.name))

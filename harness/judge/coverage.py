@@ -20,8 +20,8 @@ from __future__ import annotations
 
 from itertools import combinations
 
-from .execute import HVP_METHODS, SECOND_ORDER_TAG
-from .plan import is_reference
+from harness.worker.observe import HVP_METHODS, SECOND_ORDER_TAG
+from harness.plan.tasks import is_reference
 
 #: what identifies one check of a run; every record has these fields (None where not applicable)
 KEY_FIELDS = ("case", "framework", "device", "dtype", "mode", "precision", "check", "param", "method",

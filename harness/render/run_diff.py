@@ -30,9 +30,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .records import as_float
-from .report import _index_text, _ms, _setting, _table, _tolerance, _where, _who
-from .runs import Run
+from harness.store.records import as_float
+from harness.render.report import _index_text, _ms, _setting, _table, _tolerance, _where, _who
+from harness.store.runs import Run
 
 #: a verdict's rank: moving to a lower rank is a regression
 RANK = {"pass": 3, "skipped": 2, "diverge": 1, "nan": 0, "error": 0}
@@ -219,7 +219,7 @@ def _tolerance_records(records) -> dict:
 
 def _tolerance_for(found, case, dtype):
     """The tolerance of (case, dtype) in ``found`` (_tolerance_records), else the dtype's default."""
-    from .tolerance import DTYPE_TOLERANCE, Tolerance
+    from harness.judge.tolerance import DTYPE_TOLERANCE, Tolerance
 
     r = found.get((case, dtype))
     if r is not None:
@@ -229,8 +229,8 @@ def _tolerance_for(found, case, dtype):
 
 def _array_drift(d: Diff, common) -> None:
     """Each task's gradients in NEW against the same task's in OLD (needs both runs' arrays)."""
-    from .compare import compare_arrays
-    from .tolerance import gradient_scale
+    from harness.judge.verdicts import compare_arrays
+    from harness.judge.tolerance import gradient_scale
 
     if not (d.old.has_observations() and d.new.has_observations()):
         missing = [r.folder for r in (d.old, d.new) if not r.has_observations()]
@@ -273,7 +273,7 @@ def _timings(d: Diff, o_idx, n_idx) -> None:
         if o["check"] != "timing" or not o.get("times") or not n.get("times"):
             continue
         d.timings_compared += 1
-        # contended in either run (harness.contention): its figures are not the machine's, so no verdict
+        # contended in either run (harness.worker.contention): its figures are not the machine's, so no verdict
         if o.get("contended") or n.get("contended"):
             d.timings_contended += 1
             continue
@@ -496,7 +496,7 @@ def render(d: Diff) -> str:
                   f"a two-sided Mann-Whitney U test gives p < {d.alpha:g}, the interquartile ranges do not overlap, "
                   f"and the medians differ by more than {d.min_change:.0%}. Compare timings from the same machine.",
                   ""]
-        if d.timings_contended:   # harness.contention
+        if d.timings_contended:   # harness.worker.contention
             lines += [f"{d.timings_contended} of them contended in either run (other processes held the CPUs): "
                       "no slower or faster verdict.", ""]
         for title, entries in (("Slower", d.slower), ("Faster", d.faster)):

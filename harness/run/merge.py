@@ -1,7 +1,7 @@
 """`harness merge DIR... --out DIR`: shard runs (`run --shard K/N`) joined into one run.
 
 Each shard folder holds its raw observations (observations.jsonl + arrays/). The merge copies
-them into one folder and judges them again with compare.build_records over all of them at once,
+them into one folder and judges them again with verdicts.build_records over all of them at once,
 so checks that need several shards' tasks (framework vs framework) are computed exactly as in an
 unsharded run: the merged results.jsonl has the same records and verdicts, and report.md the
 same content, as a run of all the cases on one machine (only the run id, command and times differ).
@@ -19,9 +19,15 @@ import os
 import shutil
 from pathlib import Path
 
-from . import compare, known, plots, report
-from .records import atomic_write_text, normalise, write_jsonl
-from .runs import RunError, load
+from harness.judge import verdicts
+
+from harness.judge import known
+
+from harness.render import plots
+
+from harness.render import report
+from harness.store.records import atomic_write_text, normalise, write_jsonl
+from harness.store.runs import RunError, load
 
 #: run.json fields that must agree across shards
 SAME = ("seed", "devices", "dtypes", "modes", "precisions", "timing", "frameworks")
@@ -29,8 +35,8 @@ SAME = ("seed", "devices", "dtypes", "modes", "precisions", "timing", "framework
 
 def _source_cases(rows) -> tuple:
     """Case objects for tolerances and tags, loaded the way the workers did (name, source)."""
-    from .case import CaseError
-    from .loader import BUILTIN, cases_in
+    from harness.case import CaseError
+    from harness.define.loader import BUILTIN, cases_in
 
     wanted = {}
     for r in rows:
@@ -133,7 +139,7 @@ def _write(out: Path, shards, rows, skips, owner, notes, partial, command, run_i
 
     cases, case_notes = _source_cases(merged_rows)
     notes += case_notes
-    records = compare.build_records(merged_rows, cases, out / "arrays")
+    records = verdicts.build_records(merged_rows, cases, out / "arrays")
     seen = set()
     for r in skips:
         key = (r["case"], r["framework"], r.get("message"))
@@ -185,7 +191,7 @@ def _remove(out: Path, created: list) -> None:
 def merge(specs, out: Path, command: str = "", run_id: str | None = None, allow_partial: bool = False,
           expected=()) -> tuple:
     """Merge shard runs into ``out`` (created; must not hold files). Returns (out, records, meta)."""
-    from .session import new_run_id
+    from harness.run.session import new_run_id
 
     if not specs:
         raise RunError("merge needs at least one run folder")

@@ -1,4 +1,4 @@
-"""Command line: `python -m harness run | list` (report, compare, merge: harness/commands.py).
+"""Command line: `python -m harness run | list` (report, compare, merge: harness/cli/commands.py).
 
 Exit codes: 0 nothing diverged; 1 a gradient diverged, was NaN where its reference is not,
 or a task failed with an error (what --fail-on names); 2 bad usage or input (unknown case,
@@ -19,16 +19,18 @@ from typing import TYPE_CHECKING
 
 from adapters import FRAMEWORKS
 
-from . import commands, known
-from . import devices as device_discovery
-from .case import CaseError
-from .loader import BUILTIN, builtin_cases, select
-from .ops_spec import OPS
-from .runner import Interrupted, RunError
-from .tolerance import DTYPE_TOLERANCE
+from harness.cli import commands
+
+from harness.judge import known
+from harness.plan import devices as device_discovery
+from harness.case import CaseError
+from harness.define.loader import BUILTIN, builtin_cases, select
+from harness.define.ops_spec import OPS
+from harness.run.local import Interrupted, RunError
+from harness.judge.tolerance import DTYPE_TOLERANCE
 
 if TYPE_CHECKING:   # imported where used: `list` must not load the session machinery
-    from .session import Settings
+    from harness.run.session import Settings
 
 MODES = ("eager", "compiled")
 PRECISIONS = ("default", "highest")
@@ -134,7 +136,7 @@ def _cpus() -> int:
 
 
 def settings_from(args, argv) -> "Settings":
-    from .session import Settings
+    from harness.run.session import Settings
 
     if args.frameworks is None:
         frameworks = [fw for fw, info in FRAMEWORKS.items() if info.installed()]
@@ -195,7 +197,7 @@ RESUME_OPTIONS = ("--resume", "--quiet", "--jobs", "--fail-on")
 def resume_settings(args, argv) -> "Settings":
     from pathlib import Path
 
-    from .session import load_settings
+    from harness.run.session import load_settings
 
     others = sorted({a.split("=", 1)[0] for a in argv[1:] if a.startswith("--")} - set(RESUME_OPTIONS))
     if others:
@@ -212,7 +214,7 @@ def resume_settings(args, argv) -> "Settings":
 
 
 def cmd_run(args, argv) -> int:
-    from . import session
+    from harness.run import session
 
     if args.resume:
         settings = resume_settings(args, argv)

@@ -10,7 +10,7 @@ previous call's work, and so measures something else. ``sync`` (the adapter's: c
 synchronize, block_until_ready, materialising TF results) closes every block, so asynchronous
 devices are timed to completion. Raw per-call times are kept; median and IQR are derived.
 
-``measure`` is what a worker runs: blocked autorange bracketed by harness.contention's
+``measure`` is what a worker runs: blocked autorange bracketed by harness.worker.contention's
 calibration loop, the load average and the process's CPU time per block recorded with it; a
 contended measurement is taken again (RETRIES) and, still contended, kept and marked so: the
 report leaves it out of every claim and `compare` out of its slowdown verdicts.
@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from . import contention
+from harness.worker import contention
 
 #: named presets for --timing
 PRESETS = {
@@ -90,7 +90,7 @@ def measure(call, sync, preset="quick", first_call: float | None = None, retries
     calibration loop and the load average; taken again up to ``retries`` times (RETRIES) while
     contended. Returns the first quiet measurement, else the quietest, ``contention`` saying why.
     ``calibrate``, ``tasks`` (the run-queue account), ``usage`` (the CPUs' idle time):
-    harness.contention's, replaceable in tests."""
+    harness.worker.contention's, replaceable in tests."""
     settings = PRESETS[preset] if isinstance(preset, str) else dict(preset)
     if retries is None:
         retries = RETRIES.get(preset, 1) if isinstance(preset, str) else 1

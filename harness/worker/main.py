@@ -1,6 +1,6 @@
 """Worker process: one framework on one device, tasks as JSON lines in, observations out.
 
-    python -m harness.worker FRAMEWORK DEVICE_KIND PRECISION THREADS [MEMORY_LIMIT_BYTES]
+    python -m harness.worker.main FRAMEWORK DEVICE_KIND PRECISION THREADS [MEMORY_LIMIT_BYTES]
 
 The parent sets the environment (CUDA_VISIBLE_DEVICES, JAX_PLATFORMS, thread counts) before
 this process imports anything. The protocol travels on the original stdout, duplicated before
@@ -170,9 +170,11 @@ def main(argv=None) -> int:
         print(f"[harness] {note}", file=sys.stderr, flush=True)
 
     from adapters.base import Unsupported
-    from . import execute, loader, warning_log
+    from harness.worker import observe
 
     # a framework's warning on import or setup (PYTHONWARNINGS=error) is recorded in the hello
+    from harness.define import loader
+    from harness.worker import warning_log
     with warning_log.capture() as startup:
         adapter, answer = _start(framework, device, threads, precision)
     if startup and adapter is not None:
@@ -193,7 +195,7 @@ def main(argv=None) -> int:
         try:
             seed_global_rngs(task["seed"], task["case"])
             case = find(task["case"], task["source"])
-            observation, arrays = execute.run(adapter, case, task, seen)
+            observation, arrays = observe.run(adapter, case, task, seen)
             if arrays:
                 save_arrays(task["arrays"], arrays)
                 reply["arrays"] = os.path.basename(task["arrays"])
@@ -202,7 +204,7 @@ def main(argv=None) -> int:
             reply.update(status="skipped", reason=str(exc))
         except Exception as exc:  # noqa: BLE001 - any failure of a case is a record, not a crash
             reply.update(status="error", reason=reason_for(exc), traceback=_tail(exc),
-                         **({"cause": exc.cause} if isinstance(exc, execute.AutodiffError) else {}))
+                         **({"cause": exc.cause} if isinstance(exc, observe.AutodiffError) else {}))
         if seen and reply["status"] != "ok":
             reply["warnings"] = seen
         reply["policy"] = adapter.precision_policy()

@@ -1,5 +1,5 @@
 """The CLI beyond `run` and `list`: `report`, `compare`, `merge`, and the fan-out, progress and
-exit-code options of `run` (`--shard`, `--executor`, `--fail-on`). harness/cli.py hooks these in;
+exit-code options of `run` (`--shard`, `--executor`, `--fail-on`). harness/cli/main.py hooks these in;
 they live here so the run's own lifecycle (cli.py, session.py) stays small.
 
 Exit codes: 0 nothing to fail on; 1 what --fail-on names happened; 2 bad usage (one line on stderr).
@@ -11,14 +11,14 @@ import shlex
 import sys
 from pathlib import Path
 
-from .loader import did_you_mean
-from .records import VERDICTS
-from .runs import RunError
+from harness.define.loader import did_you_mean
+from harness.store.records import VERDICTS
+from harness.store.runs import RunError
 
 COMMANDS = ("report", "compare", "merge")
 RUN_FAIL_ON_DEFAULT = "diverge,nan,error"
 #: --fail-on words beside the verdicts: a failing check no expected entry explains, an entry no
-#: longer seen (harness/known.py)
+#: longer seen (harness/judge/known.py)
 GATES = ("new", "vanished")
 
 
@@ -27,8 +27,8 @@ class CommandError(ValueError):
 
 
 def errors() -> tuple:
-    from .diff import DiffError
-    from .executors import ExecutorError
+    from harness.render.run_diff import DiffError
+    from harness.run.executors import ExecutorError
 
     return (CommandError, RunError, DiffError, ExecutorError)
 
@@ -89,8 +89,8 @@ def _fail_on_arg(text: str) -> str:
 
 def apply_run_options(settings, args) -> None:
     """--shard (keep this shard's cases) and --executor (--fail-on is checked by argparse)."""
-    from . import executors
-    from .plan import parse_shard, shard_cases
+    from harness.run import executors
+    from harness.plan.tasks import parse_shard, shard_cases
 
     executors.check(args.executor)
     if args.executor != "local":
@@ -117,7 +117,7 @@ def progress_for(settings):
     """The progress display for a run (None with --quiet)."""
     if settings.quiet:
         return None
-    from .progress import Progress
+    from harness.run.progress import Progress
 
     return Progress()
 
@@ -172,7 +172,7 @@ def command_line(argv) -> str:
 
 def finish(run_dir, records, meta, args) -> int:
     """The closing lines of `run` and `merge` (summary, report and results paths); the exit code."""
-    from . import report
+    from harness.render import report
 
     say(report.console_summary(records, meta))
     say(f"report: {run_dir / 'report.md'}\nresults: {run_dir / 'results.jsonl'}")
@@ -184,7 +184,7 @@ def failed(records, args, meta=None) -> bool:
     known upstream framework bug (an expected entry naming it: only its framework can fix it) does
     not keep the gate red; `new` fails on a failing check no expected entry explains, `vanished` on
     an expected entry the run no longer sees (run.json's "expected")."""
-    from .known import is_new
+    from harness.judge.known import is_new
 
     picked = fail_on_verdicts(args.fail_on)
     checks = [r for r in records if r.get("check") != "timing"]
@@ -258,9 +258,10 @@ def dispatch(args, argv) -> int:
 
 def rerender(results, out=None, plots: bool = True) -> Path:
     """report.md (and plots) from a run's results; returns the report's path."""
-    from . import plots as plotting
-    from . import report, runs
-    from .records import atomic_write_text
+    from harness.render import plots as plotting
+    from harness.render import report
+    from harness.store import runs
+    from harness.store.records import atomic_write_text
 
     run = runs.load(results)
     if out is None:
@@ -275,8 +276,8 @@ def rerender(results, out=None, plots: bool = True) -> Path:
     if run.has_observations():
         # the completeness invariant, re-checked: a check the observations imply but the results
         # lack (a results file edited, truncated or written by a buggy version) is an error row
-        from . import coverage
-        from .records import normalise
+        from harness.judge import coverage
+        from harness.store.records import normalise
 
         gaps = [normalise(r, run.run_id) for r in coverage.gap_records(records, run.observations(), {})]
         if gaps:
@@ -316,16 +317,17 @@ def cmd_compare(args) -> int:
     """Two runs of different inputs (seed, cases' parameters or inputs) are refused unless
     --verdicts-only: their gradients, errors and timings differ by construction, and a gate that
     reported them as regressions (or compared less without saying so) could not be trusted."""
-    from . import diff, runs
+    from harness.render import run_diff
+    from harness.store import runs
 
-    fail_on = diff.parse_fail_on(args.fail_on)
-    alpha = diff.DEFAULT_ALPHA if args.alpha is None else args.alpha
+    fail_on = run_diff.parse_fail_on(args.fail_on)
+    alpha = run_diff.DEFAULT_ALPHA if args.alpha is None else args.alpha
     if not 0 < alpha < 1:
         raise CommandError("--alpha must be between 0 and 1")
-    min_change = diff.DEFAULT_MIN_CHANGE
+    min_change = run_diff.DEFAULT_MIN_CHANGE
     if args.min_change is not None:
         try:
-            min_change = diff.parse_fraction(args.min_change)
+            min_change = run_diff.parse_fraction(args.min_change)
         except ValueError as exc:
             raise CommandError(f"--min-change {args.min_change!r} {exc}") from None
     if args.verdicts_only and "slowdown" in fail_on:
@@ -333,19 +335,19 @@ def cmd_compare(args) -> int:
     if args.out:
         check_out_file(args.out)
     old, new = runs.load(args.old), runs.load(args.new)
-    differ = diff.input_differences(old, new)
+    differ = run_diff.input_differences(old, new)
     if differ and not args.verdicts_only:
         raise CommandError(f"{old.folder} and {new.folder} ran different inputs ({'; '.join(differ)}), so their "
                            f"gradients, errors and timings do not compare: compare runs of the same seed and "
                            f"cases, or pass --verdicts-only to compare verdicts only")
-    d = diff.compare_runs(old, new, alpha=alpha, min_change=min_change, arrays=not args.no_arrays,
+    d = run_diff.compare_runs(old, new, alpha=alpha, min_change=min_change, arrays=not args.no_arrays,
                           verdicts_only=args.verdicts_only)
-    text = diff.render(d)
-    why = diff.failures(d, fail_on)
+    text = run_diff.render(d)
+    why = run_diff.failures(d, fail_on)
     if why:
         text += "\n**Fails** (`--fail-on " + args.fail_on + "`): " + "; ".join(why) + ".\n"
     if args.out:   # written before stdout: an unwritable --out fails before any output
-        from .records import atomic_write_text
+        from harness.store.records import atomic_write_text
 
         out = Path(args.out)
         created = [p for p in out.parents if not p.exists()]
@@ -360,8 +362,8 @@ def cmd_compare(args) -> int:
 
 
 def cmd_merge(args, argv) -> int:
-    from . import merge
-    from .session import new_run_id
+    from harness.run import merge
+    from harness.run.session import new_run_id
 
     run_id = new_run_id()
     out = check_out_folder(args.out) if args.out else Path("reports") / run_id

@@ -20,10 +20,10 @@ from collections import Counter, defaultdict
 
 from tabulate import tabulate
 
-from . import speed
-from .causes import CAUSES
-from .known import split as known_split
-from .records import VERDICTS, as_float
+from harness.judge import speed
+from harness.judge.causes import CAUSES
+from harness.judge.known import split as known_split
+from harness.store.records import VERDICTS, as_float
 
 CHECK_ORDER = ("run", "fd", "complex", "jvp", "hvp", "determinism", "reference", "compiled", "pairwise", "forward")
 SEVERITY = {"nan": 0, "error": 1, "diverge": 2, "skipped": 3, "pass": 4}
@@ -301,14 +301,14 @@ def timing_cells(records) -> dict:
 #: what a per-case timing table shows
 TIMING_MARKS = ("median per call, × the fastest framework; `~` noisy, † eager JAX or TF: op-by-op dispatch, not "
                 "the mode it is run for speed, ‡ contended")
-#: the headline's rule, in words (harness/speed.py)
+#: the headline's rule, in words (harness/judge/speed.py)
 SPEED_RULE = "torch eager or torch.compile, jax.jit, tf.function; contended cells left out"
 
 
 def timing_gaps(cells, phase="forward+backward") -> list:
     """The speed gaps of ``cells`` (timing_cells) at ``phase``: per case and setting (device, dtype,
     precision), each framework in the mode it is run for speed, contended cells left out
-    (harness.speed.fastest), two frameworks or more; cases tagged `timing` first, then the widest
+    (harness.judge.speed.fastest), two frameworks or more; cases tagged `timing` first, then the widest
     slowest/fastest ratio: (ratio, (device, case, dtype, precision, phase), fastest framework,
     its record, slowest framework, its record). Each record's mode names the mode."""
     out = []

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from . import speed
-from .records import as_float
+from harness.judge import speed
+from harness.store.records import as_float
 
 
 def _pyplot():

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .plan import is_reference
+from harness.plan.tasks import is_reference
 
 CAUSES = {
     "ad-bug": "autodiff disagrees with finite differences at a point where the function is smooth",

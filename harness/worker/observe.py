@@ -2,7 +2,7 @@
 and return an observation (JSON-able dict) plus named numpy arrays.
 
 Observations are raw facts (values, gradients, FD estimates, JVPs); verdicts are made later,
-in the parent, by harness/compare.py, which sees every framework at once.
+in the parent, by harness/judge/verdicts.py, which sees every framework at once.
 """
 from __future__ import annotations
 
@@ -11,9 +11,11 @@ import zlib
 
 import numpy as np
 
-from . import fd, warning_log
-from .case import Case, input_digest
-from .tolerance import gradient_norm, gradient_scale, lookup
+from harness.worker import fd
+
+from harness.worker import warning_log
+from harness.case import Case, input_digest
+from harness.judge.tolerance import gradient_norm, gradient_scale, lookup
 
 #: above this many differentiated elements, `auto` FD switches from full to directional
 FULL_FD_LIMIT = 20_000
@@ -68,7 +70,7 @@ def run(adapter, case: Case, task: dict, warnings_seen: list | None = None) -> t
     """Compute what ``task`` asks for. Returns (observation, arrays).
 
     Every warning raised meanwhile (the framework's own, or the case's) is recorded, never raised
-    (harness/warning_log.py): in the observation's ``warnings`` and, failed or not, appended to
+    (harness/worker/warning_log.py): in the observation's ``warnings`` and, failed or not, appended to
     ``warnings_seen`` when given."""
     with warning_log.capture() as caught:
         try:
@@ -173,8 +175,8 @@ def _difference(a, b) -> float:
 
 def _timing(adapter, problem, task, compiled, grad_call, first_grad_call):
     """Forward and forward+backward, inputs already on the device, blocked autorange, each
-    bracketed by a calibration loop and taken again or marked contended (harness.timing.measure)."""
-    from .timing import TIMING_TAG, measure
+    bracketed by a calibration loop and taken again or marked contended (harness.worker.timing.measure)."""
+    from harness.worker.timing import TIMING_TAG, measure
 
     preset = task["timing"]
     xs = problem.xs

@@ -16,7 +16,7 @@ import sys
 import traceback
 from pathlib import Path
 
-from .case import Case, CaseError
+from harness.case import Case, CaseError
 
 BUILTIN = "builtin"
 

@@ -30,11 +30,17 @@ import numpy as np
 from adapters import FRAMEWORKS
 from adapters.base import cpu_name
 
-from . import compare, known, plots, report
-from .plan import Plan, make_plan
-from .records import atomic_write_text, normalise, read_observations, write_jsonl
-from .executors import runner_class
-from .runner import Interrupted, OutputError, Runner, RunError  # noqa: F401 - re-exported
+from harness.judge import verdicts
+
+from harness.judge import known
+
+from harness.render import plots
+
+from harness.render import report
+from harness.plan.tasks import Plan, make_plan
+from harness.store.records import atomic_write_text, normalise, read_observations, write_jsonl
+from harness.run.executors import runner_class
+from harness.run.local import Interrupted, OutputError, Runner, RunError  # noqa: F401 - re-exported
 
 
 @dataclass
@@ -58,7 +64,7 @@ class Settings:
     worker_timeout: float | None = None           # seconds for all the tasks of one worker group
     memory_limit: int = 0                         # bytes of address space per CPU worker (0: none)
     shard: dict | None = None                     # --shard K/N: {"index", "count", "of_cases", ...}
-    executor: str = "local"                       # --executor: local processes or ray (harness.executors)
+    executor: str = "local"                       # --executor: local processes or ray (harness.run.executors)
     expected: list = field(default_factory=list)  # --expected FILE...: a project's known divergences
 
 
@@ -78,8 +84,8 @@ def settings_record(settings: Settings) -> dict:
 
 def load_settings(run_dir) -> Settings:
     """The settings of the run in ``run_dir`` (from its run.json), cases loaded again."""
-    from .case import CaseError
-    from .loader import cases_in
+    from harness.case import CaseError
+    from harness.define.loader import cases_in
 
     run_dir = Path(run_dir)
     try:
@@ -192,10 +198,10 @@ def execute(settings: Settings, resume: Path | None = None, progress=None) -> tu
                               f"before it are kept: make room, then finish with "
                               f"`python -m harness run --resume {run_dir}`") from None
         rows.append(row)
-        if progress is not None:  # harness.progress: a bar with the current task and an ETA
+        if progress is not None:  # harness.run.progress: a bar with the current task and an ETA
             progress.update(task, row)
 
-    runner_type = runner_class(settings.executor)   # harness.runner.Runner, or the Ray executor's
+    runner_type = runner_class(settings.executor)   # harness.run.local.Runner, or the Ray executor's
     runner = runner_type(run_dir, emit, threads=settings.threads, jobs=settings.jobs, task_timeout=settings.timeout,
                          worker_timeout=settings.worker_timeout, memory_limit=settings.memory_limit)
     interrupted = None
@@ -220,7 +226,7 @@ def execute(settings: Settings, resume: Path | None = None, progress=None) -> tu
             progress.close()
 
     rows.sort(key=lambda r: order[r["id"]])
-    records = compare.build_records(rows, cases, run_dir / "arrays")
+    records = verdicts.build_records(rows, cases, run_dir / "arrays")
     for case_name, fw, reason in plan.skipped:
         records.append(_skip(case_name, fw, reason))
     for fw, hint in settings.missing.items():

@@ -11,7 +11,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .records import SCHEMA, read_jsonl, read_observations
+from harness.store.records import SCHEMA, read_jsonl, read_observations
 
 
 class RunError(ValueError):

@@ -13,9 +13,15 @@ from pathlib import Path
 
 from adapters import FRAMEWORKS, load
 
-from . import compare, execute, known, warning_log
-from .plan import REFERENCE
-from .worker import save_arrays
+from harness.judge import verdicts
+
+from harness.worker import observe
+
+from harness.judge import known
+
+from harness.worker import warning_log
+from harness.plan.tasks import REFERENCE
+from harness.worker.main import save_arrays
 
 _ADAPTERS: dict = {}
 #: warnings each framework raised on import and setup, recorded rather than raised
@@ -60,7 +66,7 @@ def run_case(case, frameworks=None, dtypes=("float64", "float32"), modes=("eager
                        "task": {"fd": is_ref, "fd_mode": fd_mode, "timing": None}}
                 seen: list = []
                 try:
-                    obs, arrays = execute.run(a, case, task, seen)
+                    obs, arrays = observe.run(a, case, task, seen)
                     name = f"{fw}-{dtype}-{mode}.npz"
                     save_arrays(str(arrays_dir / name), arrays)
                     row.update(obs, status="ok", arrays=name)
@@ -69,12 +75,12 @@ def run_case(case, frameworks=None, dtypes=("float64", "float32"), modes=("eager
                 except Exception as exc:  # noqa: BLE001 - reported as an error record
                     row.update(status="error", reason=f"{type(exc).__name__}: {exc}",
                                traceback="".join(traceback.format_exception(exc)[-4:]),
-                               **({"cause": exc.cause} if isinstance(exc, execute.AutodiffError) else {}))
+                               **({"cause": exc.cause} if isinstance(exc, observe.AutodiffError) else {}))
                 if seen:
                     row["warnings"] = seen
                 rows.append(row)
         if observations is not None:
             observations.extend(rows)
-        records = compare.build_records(rows, {case.name: case}, arrays_dir)
+        records = verdicts.build_records(rows, {case.name: case}, arrays_dir)
         known.apply(records, known.entries_for([case]))
         return records

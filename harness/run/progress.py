@@ -14,7 +14,7 @@ import sys
 import time
 from collections import OrderedDict, deque
 
-from .plan import case_elements, task_cost
+from harness.plan.tasks import case_elements, task_cost
 
 
 def _clock(seconds: float) -> str:

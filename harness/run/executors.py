@@ -1,9 +1,9 @@
-"""Where worker groups run: here (`local`, the default: harness.runner.Runner) or on a Ray
+"""Where worker groups run: here (`local`, the default: harness.run.local.Runner) or on a Ray
 cluster (`--executor ray`, the optional extra `pip install 'gradharness[ray]'`).
 
 With Ray each (framework, device, precision) worker group becomes one Ray task, placed with the
 resources it needs (``num_gpus=1`` for a CUDA group, ``num_cpus`` = the worker's threads for a CPU
-group). On the node the task runs the very same worker protocol (harness.runner.Runner for that one
+group). On the node the task runs the very same worker protocol (harness.run.local.Runner for that one
 group: a worker process per framework, JSON lines, timeouts, crash capture) in a scratch folder and
 streams each observation back as it finishes (a Ray generator task), with its gradient arrays as
 bytes, so nodes need no shared filesystem. The driver writes them into the run folder exactly as a
@@ -23,7 +23,7 @@ import tempfile
 import threading
 from pathlib import Path
 
-from .runner import ROOT, Runner, log_name
+from harness.run.local import ROOT, Runner, log_name
 
 EXECUTORS = ("local", "ray")
 
@@ -81,7 +81,7 @@ def connect(ray):
 
 
 def _run_group_on_node(key, tasks, threads, options):
-    """A Ray generator task: one worker group through harness.runner.Runner on this node, each
+    """A Ray generator task: one worker group through harness.run.local.Runner on this node, each
     observation yielded as it arrives (arrays as bytes), then the worker's hello and log."""
     import queue
     import socket

@@ -4,7 +4,7 @@ Every timing is a real measurement, but eager JAX (an un-jitted ``jax.grad``: op
 an un-jitted ``lax.scan`` even more so) and eager TensorFlow are not how anyone runs them for
 speed, so a claim about speed (the report's headline gaps, its timing divergences) compares
 torch eager or torch.compile, jax.jit and tf.function only, names the mode beside every figure,
-and leaves contended cells (harness.contention) out.
+and leaves contended cells (harness.worker.contention) out.
 """
 from __future__ import annotations
 
