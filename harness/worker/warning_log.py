@@ -16,7 +16,7 @@ import warnings
 #: number must not grow an observation without bound
 MAX_DISTINCT = 20
 
-_HARNESS_DIR = os.path.dirname(os.path.abspath(__file__))
+_HARNESS_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))   # harness/, above worker/
 
 
 class WarningLog:
