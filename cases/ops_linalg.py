@@ -70,7 +70,12 @@ def _with_spectrum(values, seed=7):
     return q @ np.diag(values) @ q.T
 
 
-_SINGULAR = [[1.0, 2.0, 3.0], [2.0, 4.5, 5.0], [3.0, 6.5, 8.0]]  # row 3 = row 1 + row 2: rank 2
+# row 3 = row 1 + row 2: rank 2, and singular in floating point too: partial pivoting takes the
+# 4-row and every multiplier (1/2, 1/2, -1) is exact, so the last pivot is exactly 0. At a matrix
+# whose elimination rounds (multipliers 1/3, 2/3) the pivot is a rounding error, and torch's det
+# and its gradient then depend on that error's bits: on one CPU (MKL, AVX2) torch.linalg.det
+# returns -0.0 and a zero gradient, on another the adjugate.
+_SINGULAR = [[2.0, 1.0, 3.0], [2.0, 3.0, 1.0], [4.0, 4.0, 4.0]]
 # Degenerate points are exactly diagonal: a rotated matrix would have computed eigenvalues or
 # singular values a rounding error apart, and its gradients would depend on that error's bits.
 _EIGVALS_REPEATED = np.diag([1.0, 1.0, 3.0, 5.0])
