@@ -1,5 +1,10 @@
 """JAX adapter: jax.value_and_grad for reverse mode, jax.jvp for forward mode, jax.vmap for
-batches, jax.jit over the whole computation for the compiled mode."""
+batches, jax.jit over the whole computation for the compiled mode.
+
+Over 400 lines by design: one framework's whole side of the interface (its ops vocabulary,
+the transforms, compilation, precision policy, known upstream failures) in one file, so adding
+or porting an adapter means reading one.
+"""
 from __future__ import annotations
 
 import jax

@@ -1,5 +1,10 @@
 """TensorFlow adapter: GradientTape for reverse mode, ForwardAccumulator for forward mode and
-HVPs, tf.vectorized_map for batches, tf.function(jit_compile=True) (XLA) for the compiled mode."""
+HVPs, tf.vectorized_map for batches, tf.function(jit_compile=True) (XLA) for the compiled mode.
+
+Over 400 lines by design: one framework's whole side of the interface (its ops vocabulary,
+the transforms, compilation, precision policy, known upstream failures) in one file, so adding
+or porting an adapter means reading one.
+"""
 from __future__ import annotations
 
 import os

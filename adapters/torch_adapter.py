@@ -1,5 +1,10 @@
 """PyTorch adapter: autograd for reverse mode, torch.func for forward mode, vmap and HVPs,
-torch.compile for the compiled mode."""
+torch.compile for the compiled mode.
+
+Over 400 lines by design: one framework's whole side of the interface (its ops vocabulary,
+the transforms, compilation, precision policy, known upstream failures) in one file, so adding
+or porting an adapter means reading one.
+"""
 from __future__ import annotations
 
 import contextlib

@@ -13,8 +13,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from harness import Case  # noqa: E402
-from harness.worker import observe
-from harness.run import inprocess
+from harness.define import seeding  # noqa: E402
+from harness.run import inprocess  # noqa: E402
+from harness.worker import observe  # noqa: E402
 
 WIDTH, DEPTH, BATCH = 1580, 4, 16     # 4 x 1580^2 + biases = 9.99e6 parameters
 
@@ -39,7 +40,7 @@ def loss(ops, p, i):
 def main():
     framework = sys.argv[1] if len(sys.argv) > 1 else "torch"
     case = Case(name="mlp_1e7", make=make, loss=loss)
-    params, _, _ = case.build(observe.case_rng(0, case.name))
+    params, _, _ = case.build(seeding.case_rng(0, case.name))
     n = sum(a.size for a in params.values())
     print(f"{framework}: MLP {DEPTH}x{WIDTH}, {n:,} float64 parameters")
     adapter = inprocess.adapter(framework)

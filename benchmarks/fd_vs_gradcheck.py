@@ -18,8 +18,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from adapters.torch_adapter import TorchAdapter  # noqa: E402
-from harness.worker import fd  # noqa: E402
 from harness.judge.tolerance import gradient_scale, lookup  # noqa: E402
+from harness.worker import fd  # noqa: E402
 
 SIZES = (100,) * 9 + (10,)   # eight tanh layers of width 100 and a head: 81,810 parameters
 BATCH = 4

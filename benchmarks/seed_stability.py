@@ -25,8 +25,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from cases import expected  # noqa: E402
-from harness.run.inprocess import run_case  # noqa: E402
 from harness.define.loader import builtin_cases  # noqa: E402
+from harness.run.inprocess import run_case  # noqa: E402
 
 
 def failing_keys(records: list) -> set:

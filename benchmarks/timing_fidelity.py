@@ -32,7 +32,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from adapters import FRAMEWORKS, load  # noqa: E402
 from harness import Case  # noqa: E402
-from harness.worker import observe
+from harness.worker import observe  # noqa: E402
 from harness.worker.contention import Watch  # noqa: E402
 from harness.worker.timing import PRESETS, measure  # noqa: E402
 

@@ -24,13 +24,14 @@ try:
 except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
+from harness import vocab
+from harness.vocab import FAILING
+
 PATH = Path(__file__).with_name("expected_divergences.toml")
-#: the cause labels an entry may carry (harness/judge/causes.py's CAUSES; the built-in table never
-#: lists nondeterminism: a CPU run here is bitwise reproducible)
-CAUSES = ("nondiff-convention", "precision-policy", "precision-loss", "default-semantics", "different-function",
-          "nan-propagation", "ad-bug", "framework-error", "custom-gradient", "nondeterminism")
-#: verdicts that need an entry; `skipped` (a framework lacking an op) never does
-FAILING = ("diverge", "nan", "error")
+#: the cause labels an entry may carry (the built-in table never lists nondeterminism: a CPU run
+#: here is bitwise reproducible); the verdicts that need an entry (`skipped`, a framework lacking
+#: an op, never does)
+CAUSES = tuple(vocab.CAUSES)
 
 
 @dataclass(frozen=True)

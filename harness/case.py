@@ -18,10 +18,12 @@ from typing import Callable
 
 import numpy as np
 
+from harness.errors import HarnessError
+
 _NAME = re.compile(r"^[A-Za-z0-9_.\-]+$")
 
 
-class CaseError(ValueError):
+class CaseError(HarnessError, ValueError):
     """A malformed case definition: reported as one line, exit code 2."""
 
 

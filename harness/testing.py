@@ -21,7 +21,8 @@ import sys
 from adapters import FRAMEWORKS
 
 from .case import Case
-from harness.render.report import FAILING, _sort_key, check_rank, describe
+from harness.render.selection import check_rank, describe, sort_key
+from harness.vocab import FAILING
 
 DEFAULT_FAIL_ON = FAILING
 #: at most this many failing checks are spelled out in the message
@@ -99,7 +100,8 @@ def assert_gradients_agree(case: Case | None = None, *, make=None, loss=None, na
     # the root cause first: a framework's own checks (fd, jvp, ...) before the pairs they spoil
     # a known framework bug with an upstream report (cases/expected_divergences.toml) is reported in
     # the records but fails nothing, as in `harness run`: only its framework can fix it
-    bad = sorted((r for r in records if r["verdict"] in fail_on and not r.get("upstream")), key=lambda r: (check_rank(r["check"]), _sort_key(r)))
+    bad = sorted((r for r in records if r["verdict"] in fail_on and not r.get("upstream")),
+                 key=lambda r: (check_rank(r["check"]), sort_key(r)))
     if bad:
         lines = [describe(r) for r in bad[:MESSAGE_LINES]]
         if len(bad) > MESSAGE_LINES:
@@ -107,3 +109,6 @@ def assert_gradients_agree(case: Case | None = None, *, make=None, loss=None, na
         raise AssertionError(f"gradients of case {case.name} disagree: {len(bad)} failing check(s) "
                              f"({', '.join(chosen)}; {', '.join(dtypes)})\n" + "\n".join(lines))
     return records
+
+
+__all__ = ["DEFAULT_FAIL_ON", "MESSAGE_LINES", "assert_gradients_agree"]

@@ -11,10 +11,10 @@ import pytest
 
 from adapters import FRAMEWORKS
 from cases import expected
-from harness.judge import coverage
-from harness.run.inprocess import adapter, installed, run_case
 from harness.define.loader import builtin_cases
 from harness.define.ops_spec import OPS
+from harness.judge import coverage
+from harness.run.inprocess import adapter, installed, run_case
 
 pytestmark = pytest.mark.filterwarnings("ignore:There is a performance drop:UserWarning")
 

@@ -1,9 +1,10 @@
 """Verdicts from arrays: tolerances, NaN handling, non-differentiable points, causes."""
 import numpy as np
 
-from harness.judge.verdicts import build_records, compare_arrays
+from harness.judge.arrays import compare_arrays
 from harness.judge.tolerance import gradient_scale
 from harness.judge.tolerance import Tolerance, lookup
+from harness.judge.verdicts import build_records
 
 TOL = Tolerance(rtol=1e-4, atol=1e-5)
 

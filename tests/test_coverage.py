@@ -4,12 +4,10 @@ import numpy as np
 import pytest
 
 from harness import Case
-
-from harness.judge import verdicts
-
-from harness.judge import coverage
-from harness.run.inprocess import installed, run_case
 from harness.define.loader import builtin_cases
+from harness.judge import coverage
+from harness.judge import own_checks, verdicts
+from harness.run.inprocess import installed, run_case
 
 NOT_RECORDED = "planned check not recorded"
 #: the library cases the op suite (test_case_library) and the model suite (test_models) do not run
@@ -64,7 +62,7 @@ def test_a_comparison_with_a_failed_task_is_recorded_with_its_reason(tmp_path):
 def test_a_check_dropped_by_the_judge_becomes_an_error_record(tmp_path, monkeypatch):
     rows = [_rows(tmp_path, "jax", {"a": np.ones(2)}), _rows(tmp_path, "torch", {"a": np.ones(2)})]
     assert not [r for r in verdicts.build_records(rows, {}, tmp_path) if r["verdict"] != "pass"]
-    monkeypatch.setattr(verdicts, "_jvp", lambda o, tol: [])
+    monkeypatch.setattr(own_checks, "_jvp", lambda o, tol: [])
     gaps = [r for r in verdicts.build_records(rows, {}, tmp_path) if r["verdict"] != "pass"]
     assert [(r["check"], r["framework"], r["verdict"]) for r in gaps] == [("jvp", "jax", "error"), ("jvp", "torch", "error")]
     assert all(NOT_RECORDED in r["message"] for r in gaps)

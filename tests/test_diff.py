@@ -5,8 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from harness.render import run_diff
-
+from harness.render import diff_report, run_diff
 from harness.store import runs
 from tests.helpers import harness, planted_runs
 
@@ -47,7 +46,7 @@ def test_compare_finds_each_planted_change_and_nothing_else(two_runs):
     assert d.slower[0]["ratio"] == pytest.approx(1.5) and d.slower[0]["p"] < 1e-4
     assert not d.faster and not d.checks_added and not d.checks_removed and not d.gradients
     assert d.gradients_compared is None          # results only: no arrays to compare
-    text = run_diff.render(d)
+    text = diff_report.render(d)
     for needle in ("op_max_ties", "pass → **diverge**", "Errors that moved beyond tolerance (1)", "`op_relu_v2`",
                    "Removed (1): `op_relu`", "### Slower (1)", "×1.50 (+50%)"):
         assert needle in text, needle

@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from harness.plan import tasks
 from harness.case import Case
+from harness.plan import tasks
 from tests.conftest import FRAMEWORKS
 from tests.helpers import harness, results
 
@@ -198,7 +198,7 @@ def test_ray_runner_stops_every_group_when_one_fails(tmp_path, monkeypatch):
     import time
 
     from harness.run import executors
-    from harness.run.local import OutputError
+    from harness.errors import OutputError
 
     bad, slow = ("fa", "cpu", "default"), ("fb", "cpu", "default")
 

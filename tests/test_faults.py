@@ -596,9 +596,62 @@ def test_builtin_cases_draw_randomness_from_the_seed_only():
     assert not offenders, offenders
 
 
+# ---- one task loop: the worker's and the in-process runner's -------------------------------------------
+RAISES = COMMON + textwrap.dedent('''
+    def t_raise(p, i):
+        raise RuntimeError("loss exploded\\nthe report keeps the first line only")
+
+    CASES = [Case(name="e_raise", make=make, native={"torch": t_raise}),
+             Case(name="a_ok", make=make, loss=ok)]
+''')
+
+
+@needs_torch
+def test_in_process_and_worker_report_a_raising_loss_alike_and_in_process_writes_no_npz(tmp_path, monkeypatch):
+    """Both run a task through harness.worker.task.run_task: the same reason and traceback; and
+    in process the judge reads the arrays from memory, so no array file is written anywhere."""
+    import tempfile
+
+    from harness.define import loader
+    from harness.plan.tasks import Task
+    from harness.run import inprocess
+    from harness.run.local import Worker
+
+    source = tmp_path / "raises.py"
+    source.write_text(RAISES)
+    task = Task(case="e_raise", source=str(source), framework="torch", device="cpu", dtype="float64",
+                mode="eager", precision="default", seed=0, fd=True)
+    worker = Worker("torch", "cpu", "default", 1, tmp_path / "worker.log")
+    try:
+        assert worker.receive(600)["type"] == "hello"
+        assert worker.send(task.message(str(tmp_path / "worker.npz")))
+        answer = worker.receive(600)
+    finally:
+        worker.close()
+    assert answer["status"] == "error" and answer["reason"] == "RuntimeError: loss exploded", answer
+
+    written = []
+    for name in ("save", "savez", "savez_compressed"):
+        monkeypatch.setattr(np, name, lambda *args, **kwargs: written.append(args))
+    (tmp_path / "tmp").mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    rows = []
+    records = inprocess.run_case(loader.find("e_raise", str(source)), frameworks=["torch"], dtypes=("float64",),
+                                 observations=rows)
+    (row,) = rows
+    assert (row["status"], row["reason"], row["traceback"]) == (answer["status"], answer["reason"], answer["traceback"])
+    assert 'raise RuntimeError("loss exploded' in row["traceback"]
+    (run,) = [r for r in records if r["check"] == "run"]
+    assert (run["verdict"], run["message"], run["traceback"]) == ("error", answer["reason"], answer["traceback"])
+
+    fine = inprocess.run_case(loader.find("a_ok", str(source)), frameworks=["torch"], dtypes=("float64",))
+    assert {r["verdict"] for r in fine if r["check"] == "fd"} == {"pass"}   # judged from arrays in memory
+    assert not written and not list(tmp_path.rglob("*.npz"))
+
+
 # ---- safety -------------------------------------------------------------------------------------------
 def test_arrays_are_never_unpickled(tmp_path):
-    from harness.judge.verdicts import Observation
+    from harness.judge.observation import Observation
 
     np.savez(tmp_path / "evil.npz", **{"grad/w": np.array([{"not": "an array"}], dtype=object)})
     obs = Observation({"arrays": "evil.npz", "status": "ok"}, tmp_path)

@@ -11,11 +11,9 @@ import numpy as np
 import pytest
 
 from harness import Case, CaseError
-
-from harness.judge import verdicts
-
-from harness.judge import coverage
 from harness.case import input_digest
+from harness.judge import coverage
+from harness.judge import verdicts
 from harness.run.inprocess import installed, run_case
 from harness.worker.warning_log import capture
 

@@ -9,8 +9,10 @@ import pytest
 
 from cases import expected
 from harness.cli import commands
+from harness.errors import UsageError
 from harness.judge import known
 from harness.render import report
+from harness.render.console import console_summary
 
 from tests.helpers import results
 
@@ -64,7 +66,7 @@ def test_fail_on_new_and_vanished():
     assert not failed("new", known_only, vanished=["x"]) and failed("new,vanished", known_only, vanished=["x"])
     # a known upstream framework bug never keeps the default gate red
     assert not failed("diverge,nan,error", [_rec(verdict="error", known="bug", upstream="pytorch#1")])
-    with pytest.raises(commands.CommandError, match="did you mean 'new'"):
+    with pytest.raises(UsageError, match="did you mean 'new'"):
         commands.fail_on_verdicts("nwe")
 
 
@@ -74,7 +76,7 @@ def test_report_and_console_split_new_and_known():
     text = report.render(records, meta)
     assert "1 new, 1 known (explained), 1 no longer seen" in text
     assert "d [jax, torch] ad-bug: gone" in text
-    console = report.console_summary(records, meta)
+    console = console_summary(records, meta)
     assert "1 new, 1 known (explained), 1 no longer seen" in console
 
 

@@ -20,9 +20,10 @@ import pytest
 from adapters import FRAMEWORKS
 from cases import expected as expected_divergences
 from harness import Case
+from harness.define import seeding
 from harness.judge import coverage
-from harness.worker import observe
 from harness.run import inprocess
+from harness.worker import observe
 
 MODULES = ("models_dense", "models_cnn", "models_rnn", "models_attention")
 CASES = {c.name: c for m in MODULES for c in importlib.import_module(f"cases.{m}").CASES}
@@ -90,7 +91,7 @@ def test_model_cases_are_native_in_every_framework_and_tagged():
         assert case.loss is None, case.name
         assert {"models", "native"} <= set(case.tags), case.name
         assert "quick" not in case.tags, case.name
-        params, inputs, wrt = case.build(observe.case_rng(0, case.name))
+        params, inputs, wrt = case.build(seeding.case_rng(0, case.name))
         n = sum(params[w].size for w in wrt)
         assert n < 2000, f"{case.name}: {n} differentiated elements: full finite differences get slow"
     assert [c.name for c in CASES.values() if "default-semantics" in c.tags] == [DEFAULT_SEMANTICS]
@@ -99,16 +100,16 @@ def test_model_cases_are_native_in_every_framework_and_tagged():
 def test_layout_declarations_match_the_native_layers():
     """Every declared permutation maps a canonical array to the native layer's own shape."""
     cnn = CASES["cnn_bn_pool"]
-    params, _, _ = cnn.build(observe.case_rng(0, cnn.name))
+    params, _, _ = cnn.build(seeding.case_rng(0, cnn.name))
     assert params["conv_w"].shape == (3, 2, 3, 3)  # OIHW
     assert cnn.to_native_layout("tensorflow", "conv_w", params["conv_w"]).shape == (3, 3, 2, 3)  # HWIO
     assert cnn.to_native_layout("torch", "conv_w", params["conv_w"]).shape == (3, 2, 3, 3)
     lstm = CASES["lstm_seq"]
-    params, _, _ = lstm.build(observe.case_rng(0, lstm.name))
+    params, _, _ = lstm.build(seeding.case_rng(0, lstm.name))
     assert params["w_ih"].shape == (3, 16)                                              # (in, 4H)
     assert lstm.to_native_layout("torch", "w_ih", params["w_ih"]).shape == (16, 3)    # weight_ih_l0
     mha = CASES["mha_self"]
-    params, _, _ = mha.build(observe.case_rng(0, mha.name))
+    params, _, _ = mha.build(seeding.case_rng(0, mha.name))
     assert mha.to_native_layout("torch", "in_proj_w", params["in_proj_w"]).shape == (24, 8)  # packed (3E, E)
 
 

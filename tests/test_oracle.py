@@ -4,7 +4,6 @@ localised by bisection."""
 import pytest
 
 from harness import Case
-
 from harness.run import inprocess
 from tests.conftest import FRAMEWORKS
 from tests.planted import torch_square

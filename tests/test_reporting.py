@@ -5,8 +5,7 @@ import os
 import shutil
 from pathlib import Path
 
-from harness.render import report
-
+from harness.render import cases, report, selection
 from harness.store import runs
 from tests.helpers import harness
 
@@ -43,7 +42,7 @@ def test_rendering_is_deterministic_and_reads_top_down():
     positions = [a.index(h) for h in order]
     assert positions == sorted(positions)
     # every cause label and every check present is explained in the footnote
-    from harness.judge.causes import CAUSES
+    from harness.vocab import CAUSES
     footnote = a[a.index("## How to read this report"):]
     for cause in CAUSES:
         assert f"`{cause}`" in footnote
@@ -75,12 +74,12 @@ def test_describe_is_the_localised_one_liner():
            "mode": "eager", "precision": "default", "verdict": "diverge", "max_rel_err": 0.347,
            "rtol": 1e-6, "atol": 1e-8, "worst_index": [2, 1], "got": 0.402597, "expected": -0.402597,
            "cause": "ad-bug", "message": ""}
-    assert report.describe(rec) == ("case planted, param w, fd torch float64 cpu: max_rel=3.47e-01 (tolerance rtol "
+    assert selection.describe(rec) == ("case planted, param w, fd torch float64 cpu: max_rel=3.47e-01 (tolerance rtol "
                                     "1e-06, atol 1e-08), worst at (2, 1): got 0.402597, expected -0.402597, "
                                     "cause ad-bug")
     pair = dict(rec, check="pairwise", other_framework="jax", dtype="float32", mode="compiled", cause=None)
-    assert "pairwise torch vs jax float32 cpu compiled:" in report.describe(pair)
-    assert report.describe(pair).endswith("cause not established")
+    assert "pairwise torch vs jax float32 cpu compiled:" in selection.describe(pair)
+    assert selection.describe(pair).endswith("cause not established")
 
 
 def test_empty_run_renders():
@@ -90,7 +89,7 @@ def test_empty_run_renders():
 
 def test_matrix_cell_shows_a_pass_with_its_skipped_checks():
     run = runs.load(DATA)
-    matrix = report.agreement_matrix([r for r in run.records if r["case"] == "linear_mse"])
+    matrix = cases.agreement_matrix([r for r in run.records if r["case"] == "linear_mse"])
     torch_f64 = [line for line in matrix.splitlines() if "float64" in line][0]
     assert "(+1 skipped)" in torch_f64 and "✓" in torch_f64
 
@@ -107,7 +106,7 @@ def _fd_record(**kw):
 def test_a_nan_verdict_reads_nan_not_the_finite_elements_error():
     rec = _fd_record(verdict="nan", cause="nan-propagation", max_rel_err=1.2e-9, got=float("nan"),
                      expected=3729.75)
-    assert "max_rel=NaN" in report.describe(rec)
+    assert "max_rel=NaN" in selection.describe(rec)
     text = report.render([rec], {})
     assert "1.2e-09" not in text and "NaN" in text
 
@@ -118,7 +117,7 @@ def test_a_directional_fd_says_so_in_the_report():
                        verdict="diverge", cause="ad-bug", max_rel_err=1e-3)]
     text = report.render(recs, {})
     assert "fd ran as a directional check (4 random directions) for jax, torch" in text
-    assert "fd (directional)" in report.describe(recs[1])
+    assert "fd (directional)" in selection.describe(recs[1])
 
 
 def test_the_heatmap_shows_pairwise_agreement_and_failing_cells():

@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 
 from cases.seed import CASES
+from harness.define import seeding
 from harness.worker import observe
 from tests.conftest import get_adapter
 
@@ -22,7 +23,7 @@ def test_seed_gradient_is_the_analytic_mse_gradient(framework, dtype, rtol):
     adapter = get_adapter(framework)
     task = {"mode": "eager", "dtype": dtype, "seed": 0, "jvp": True, "fd": dtype == "float64"}
     obs, arrays = observe.run(adapter, SEED_CASE, task)
-    params, inputs, _ = SEED_CASE.build(observe.case_rng(0, SEED_CASE.name))
+    params, inputs, _ = SEED_CASE.build(seeding.case_rng(0, SEED_CASE.name))
     want, loss = analytic(params, inputs)
     assert obs["value"] == pytest.approx(loss, rel=rtol)
     for name in want:

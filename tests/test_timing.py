@@ -209,7 +209,7 @@ def test_a_task_timed_under_contention_is_recorded_and_reported_contended(tmp_pa
     from harness.judge import verdicts
     from harness.worker import observe
     from harness.run import inprocess
-    from harness.render import report
+    from harness.render import timings
     from harness.define.loader import builtin_cases
 
     case = next(c for c in builtin_cases() if c.name == "linear_mse")
@@ -228,5 +228,5 @@ def test_a_task_timed_under_contention_is_recorded_and_reported_contended(tmp_pa
     for r in timed:
         assert r["contended"] and r["attempts"] == RETRIES["quick"] + 1, r
         assert r["message"].startswith("contended: ")
-    sections = "\n".join(report.timing_sections(report.timing_cells(timed)))
+    sections = "\n".join(timings.timing_sections(timings.timing_cells(timed)))
     assert "### Contended timings" in sections and "torch eager" in sections

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 
 from cases import expected
-from harness.judge import coverage
-from harness.worker import observe
-from harness.run.inprocess import adapter, installed, run_case
 from harness.define.loader import builtin_cases, select
+from harness.judge import coverage
+from harness.run.inprocess import adapter, installed, run_case
+from harness.worker import observe
 from harness.worker.timing import TIMING_TAG, blocked_autorange
 
 TIMING_CASES = [c for c in builtin_cases() if TIMING_TAG in c.tags]

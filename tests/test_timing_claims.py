@@ -5,10 +5,8 @@ import copy
 import json
 from pathlib import Path
 
+from harness.render import diff_report, report, timings
 from harness.render import run_diff
-
-from harness.render import report
-
 from harness.store import runs
 
 DATA = Path(__file__).parent / "data" / "golden"
@@ -27,27 +25,27 @@ def every_mode(case="c", **extra):
 
 
 def test_the_headline_compares_each_framework_in_its_speed_mode_and_names_it():
-    gaps = report.headline_gaps(report.timing_cells(every_mode()))
+    gaps = timings.headline_gaps(timings.timing_cells(every_mode()))
     assert len(gaps) == 1
     ratio, key, fast_fw, fast, slow_fw, slow = gaps[0]
     assert (fast_fw, fast["mode"], slow_fw, slow["mode"]) == ("jax", "compiled", "tensorflow", "compiled")
     assert ratio == 4.0
-    table = report.gaps_table(gaps)
+    table = timings.gaps_table(gaps)
     assert "jax.jit 50 µs" in table and "tf.function 200 µs" in table and "eager" not in table
     # torch's own speed is the faster of its two modes; the gap above is the widest of the three
-    divergences = report.timing_divergences(report.timing_cells(every_mode()))
+    divergences = timings.timing_divergences(timings.timing_cells(every_mode()))
     assert ["c", "float32 cpu", "forward+backward", "tf.function", "jax.jit", "×4.0"] in divergences
 
 
 def test_eager_jax_is_never_presented_as_its_speed():
     records = [r for r in every_mode() if r["mode"] == "eager"]
-    cells = report.timing_cells(records)
-    assert report.headline_gaps(cells) == []
-    assert not [row for row in report.timing_divergences(cells) if "jax" in " ".join(row)]
-    summary = "\n".join(report._gaps_summary(records, cells))
+    cells = timings.timing_cells(records)
+    assert timings.headline_gaps(cells) == []
+    assert not [row for row in timings.timing_divergences(cells) if "jax" in " ".join(row)]
+    summary = "\n".join(report.gaps_summary(records, cells))
     assert "Widest timing gaps" not in summary
     assert "jax and tensorflow were timed eager only" in summary and "--modes eager,compiled" in summary
-    table, _ = report.case_timing_table(records, ["torch", "jax", "tensorflow"])
+    table, _ = timings.case_timing_table(records, ["torch", "jax", "tensorflow"])
     assert "10.00 ms (×100.0) †" in table   # shown, marked as dispatch
 
 
@@ -63,27 +61,27 @@ def test_the_default_report_labels_eager_rows_and_shows_no_eager_gap():
 def test_contended_cells_are_marked_and_left_out_of_every_claim():
     reason = "1.20 of its threads were queued for a CPU, on average (other processes held the CPUs)"
     records = every_mode(contended=True, contention=[reason], attempts=2)
-    cells = report.timing_cells(records)
-    ratio, _, fast_fw, _, slow_fw, slow = report.headline_gaps(cells)[0]
+    cells = timings.timing_cells(records)
+    ratio, _, fast_fw, _, slow_fw, slow = timings.headline_gaps(cells)[0]
     assert (fast_fw, slow_fw, slow["mode"]) == ("jax", "torch", "compiled")   # tf.function's contended cell left out
-    assert not [row for row in report.timing_divergences(cells) if "tf.function" in row]
-    sections = "\n".join(report.timing_sections(cells))
+    assert not [row for row in timings.timing_divergences(cells) if "tf.function" in row]
+    sections = "\n".join(timings.timing_sections(cells))
     assert "### Contended timings" in sections and reason in sections
-    table, _ = report.case_timing_table(records, ["torch", "jax", "tensorflow"])
+    table, _ = timings.case_timing_table(records, ["torch", "jax", "tensorflow"])
     assert "200 µs (×4.0) ‡" in table
-    assert "1 contended timing cell(s)" in "\n".join(report._gaps_summary(records, cells))
+    assert "1 contended timing cell(s)" in "\n".join(report.gaps_summary(records, cells))
 
 
 def test_cases_sized_for_timing_lead_the_headline():
     records = every_mode("op_tiny") + [dict(r, case="timing_mlp", timing_case=True, median_s=r["median_s"] * 10)
                                        for r in every_mode() if r["mode"] == "compiled"][:2]
-    cells = report.timing_cells(records)
-    gaps = report.headline_gaps(cells)
+    cells = timings.timing_cells(records)
+    gaps = timings.headline_gaps(cells)
     assert [g[1][1] for g in gaps] == ["timing_mlp"]   # narrower (×1.6) than op_tiny's ×4.0, and preferred
-    summary = "\n".join(report._gaps_summary(records, cells))
+    summary = "\n".join(report.gaps_summary(records, cells))
     assert "dispatch overhead" not in summary
-    small = report.timing_cells(every_mode("op_tiny"))
-    assert "dispatch overhead" in "\n".join(report._gaps_summary(every_mode("op_tiny"), small))
+    small = timings.timing_cells(every_mode("op_tiny"))
+    assert "dispatch overhead" in "\n".join(report.gaps_summary(every_mode("op_tiny"), small))
 
 
 def _runs(tmp_path, contended: bool):
@@ -114,4 +112,4 @@ def test_compare_gives_a_contended_cell_no_slowdown_verdict(tmp_path):
     marked = run_diff.compare_runs(*_runs(tmp_path / "marked", contended=True), arrays=False)
     assert marked.slower == [] and marked.timings_contended == 1
     assert run_diff.failures(marked, {"slowdown": None}) == []
-    assert "1 of them contended" in run_diff.render(marked)
+    assert "1 of them contended" in diff_report.render(marked)

@@ -12,25 +12,13 @@ import sys
 from pathlib import Path
 
 from harness.define.loader import did_you_mean
-from harness.store.records import VERDICTS
-from harness.store.runs import RunError
+from harness.errors import OutputError, UsageError
+from harness.vocab import DEFAULT_FAIL_ON, VERDICTS
 
 COMMANDS = ("report", "compare", "merge")
-RUN_FAIL_ON_DEFAULT = "diverge,nan,error"
 #: --fail-on words beside the verdicts: a failing check no expected entry explains, an entry no
 #: longer seen (harness/judge/known.py)
 GATES = ("new", "vanished")
-
-
-class CommandError(ValueError):
-    """Bad usage of report/compare/merge or of the run options here: one line, exit 2."""
-
-
-def errors() -> tuple:
-    from harness.render.run_diff import DiffError
-    from harness.run.executors import ExecutorError
-
-    return (CommandError, RunError, DiffError, ExecutorError)
 
 
 # ---- run options -------------------------------------------------------------------------------------
@@ -42,11 +30,11 @@ def add_run_options(run) -> None:
     run.add_argument("--executor", default="local", choices=("local", "ray"),
                      help="where worker groups run: local processes (default) or Ray tasks on the cluster "
                           "at RAY_ADDRESS (else a local Ray); needs pip install 'gradharness[ray]'")
-    run.add_argument("--fail-on", default=RUN_FAIL_ON_DEFAULT, metavar="VERDICTS", type=_fail_on_arg,
+    run.add_argument("--fail-on", default=DEFAULT_FAIL_ON, metavar="VERDICTS", type=_fail_on_arg,
                      help=f"comma-separated verdicts that make the exit code 1, from {', '.join(VERDICTS)}; "
                           "new (a failing check no expected entry explains) and vanished (an expected "
                           "entry no longer seen); or none alone; empty is an error, not none (default: "
-                          f"{RUN_FAIL_ON_DEFAULT}: every failing check but a known upstream framework bug)")
+                          f"{DEFAULT_FAIL_ON}: every failing check but a known upstream framework bug)")
     add_expected_option(run)
 
 
@@ -63,16 +51,16 @@ def fail_on_verdicts(text: str) -> tuple:
     variable must not turn the gate off."""
     picked = [t.strip() for t in (text or "").split(",")]
     if not any(picked):
-        raise CommandError(f"--fail-on {text!r} is empty: name verdicts ({', '.join(VERDICTS)}) or none")
+        raise UsageError(f"--fail-on {text!r} is empty: name verdicts ({', '.join(VERDICTS)}) or none")
     if not all(picked):
-        raise CommandError(f"--fail-on {text!r}: an empty item between commas")
+        raise UsageError(f"--fail-on {text!r}: an empty item between commas")
     words = (*VERDICTS, *GATES)
     unknown = [p for p in picked if p not in words and p != "none"]
     if unknown:
-        raise CommandError(f"--fail-on: unknown verdict {unknown[0]!r}{did_you_mean(unknown[0], words)} "
+        raise UsageError(f"--fail-on: unknown verdict {unknown[0]!r}{did_you_mean(unknown[0], words)} "
                            f"(choose from {', '.join(words)} or none)")
     if "none" in picked and len(set(picked)) > 1:
-        raise CommandError(f"--fail-on {text!r}: none cannot be combined with verdicts")
+        raise UsageError(f"--fail-on {text!r}: none cannot be combined with verdicts")
     return tuple(p for p in picked if p != "none")
 
 
@@ -82,7 +70,7 @@ def _fail_on_arg(text: str) -> str:
 
     try:
         fail_on_verdicts(text)
-    except CommandError as exc:
+    except UsageError as exc:
         raise argparse.ArgumentTypeError(str(exc).removeprefix("--fail-on: ").removeprefix("--fail-on ")) from None
     return text
 
@@ -99,7 +87,7 @@ def apply_run_options(settings, args) -> None:
         try:
             index, count = parse_shard(args.shard)
         except ValueError as exc:
-            raise CommandError(str(exc)) from None
+            raise UsageError(str(exc)) from None
         installed = [fw for fw in settings.frameworks if fw not in settings.missing]
         plan_args = {"frameworks": installed, "devices": settings.devices, "dtypes": settings.dtypes,
                      "modes": settings.modes, "precisions": settings.precisions, "seed": settings.seed,
@@ -142,14 +130,14 @@ def silence_stdout() -> None:
 
 
 def check_out_folder(path, flag: str = "--out") -> Path:
-    """A run folder to create: refused (CommandError) when it is a file or holds files; checked
+    """A run folder to create: refused (UsageError) when it is a file or holds files; checked
     before anything runs. One that cannot be created (under a file, read-only) is refused where
     it is created, which removes whatever it made."""
     path = Path(path)
     if path.exists() and not path.is_dir():
-        raise CommandError(f"{flag} {path} is a file, not a folder")
+        raise UsageError(f"{flag} {path} is a file, not a folder")
     if path.is_dir() and any(path.iterdir()):
-        raise CommandError(f"{flag} {path} exists and is not empty")
+        raise UsageError(f"{flag} {path} exists and is not empty")
     return path
 
 
@@ -158,10 +146,10 @@ def check_out_file(path, flag: str = "--out", given=None) -> Path:
     or sits under a file."""
     path = Path(path)
     if path.is_dir():
-        raise CommandError(f"{flag} {given or path} is a folder, not a file")
+        raise UsageError(f"{flag} {given or path} is a folder, not a file")
     above = next((p for p in path.parents if p.exists()), None)
     if above is not None and not above.is_dir():
-        raise CommandError(f"{flag} {given or path}: {above} is a file, not a folder")
+        raise UsageError(f"{flag} {given or path}: {above} is a file, not a folder")
     return path
 
 
@@ -172,9 +160,9 @@ def command_line(argv) -> str:
 
 def finish(run_dir, records, meta, args) -> int:
     """The closing lines of `run` and `merge` (summary, report and results paths); the exit code."""
-    from harness.render import report
+    from harness.render.console import console_summary
 
-    say(report.console_summary(records, meta))
+    say(console_summary(records, meta))
     say(f"report: {run_dir / 'report.md'}\nresults: {run_dir / 'results.jsonl'}")
     return 1 if failed(records, args, meta) else 0
 
@@ -239,9 +227,9 @@ def add_subcommands(sub) -> None:
                                      "split is an error unless --allow-partial.")
     mer.add_argument("dirs", nargs="+", metavar="DIR", help="shard run folders")
     mer.add_argument("--out", metavar="DIR", help="the merged run folder (default: reports/<new run id>)")
-    mer.add_argument("--fail-on", default=RUN_FAIL_ON_DEFAULT, metavar="VERDICTS", type=_fail_on_arg,
+    mer.add_argument("--fail-on", default=DEFAULT_FAIL_ON, metavar="VERDICTS", type=_fail_on_arg,
                      help=f"verdicts (and new, vanished) that make the exit code 1, as for run (default: "
-                          f"{RUN_FAIL_ON_DEFAULT})")
+                          f"{DEFAULT_FAIL_ON})")
     add_expected_option(mer)
     mer.add_argument("--allow-partial", action="store_true",
                      help="merge even when shards of the split are missing (the report's headline says the run "
@@ -258,10 +246,8 @@ def dispatch(args, argv) -> int:
 
 def rerender(results, out=None, plots: bool = True) -> Path:
     """report.md (and plots) from a run's results; returns the report's path."""
-    from harness.render import plots as plotting
-    from harness.render import report
+    from harness.run.run_folder import write_run
     from harness.store import runs
-    from harness.store.records import atomic_write_text
 
     run = runs.load(results)
     if out is None:
@@ -288,11 +274,10 @@ def rerender(results, out=None, plots: bool = True) -> Path:
     created = [p for p in target.parents if not p.exists()]
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        meta["plots"] = plotting.render_all(records, target.parent) if plots else []
-        atomic_write_text(target, report.render(records, meta))
+        write_run(target.parent, records, meta, results=False, plots=plots, report_file=target)
     except OSError as exc:
         remove_created(created)
-        raise CommandError(f"cannot write {target}: {exc.strerror or exc}") from None
+        raise OutputError(f"cannot write {target}: {exc.strerror or exc}") from None
     for note in run.notes:
         print(f"note: {note}", file=sys.stderr)
     return target
@@ -317,32 +302,32 @@ def cmd_compare(args) -> int:
     """Two runs of different inputs (seed, cases' parameters or inputs) are refused unless
     --verdicts-only: their gradients, errors and timings differ by construction, and a gate that
     reported them as regressions (or compared less without saying so) could not be trusted."""
-    from harness.render import run_diff
+    from harness.render import diff_report, run_diff
     from harness.store import runs
 
     fail_on = run_diff.parse_fail_on(args.fail_on)
     alpha = run_diff.DEFAULT_ALPHA if args.alpha is None else args.alpha
     if not 0 < alpha < 1:
-        raise CommandError("--alpha must be between 0 and 1")
+        raise UsageError("--alpha must be between 0 and 1")
     min_change = run_diff.DEFAULT_MIN_CHANGE
     if args.min_change is not None:
         try:
             min_change = run_diff.parse_fraction(args.min_change)
         except ValueError as exc:
-            raise CommandError(f"--min-change {args.min_change!r} {exc}") from None
+            raise UsageError(f"--min-change {args.min_change!r} {exc}") from None
     if args.verdicts_only and "slowdown" in fail_on:
-        raise CommandError("--fail-on slowdown needs timings, and --verdicts-only compares none")
+        raise UsageError("--fail-on slowdown needs timings, and --verdicts-only compares none")
     if args.out:
         check_out_file(args.out)
     old, new = runs.load(args.old), runs.load(args.new)
     differ = run_diff.input_differences(old, new)
     if differ and not args.verdicts_only:
-        raise CommandError(f"{old.folder} and {new.folder} ran different inputs ({'; '.join(differ)}), so their "
-                           f"gradients, errors and timings do not compare: compare runs of the same seed and "
-                           f"cases, or pass --verdicts-only to compare verdicts only")
+        raise UsageError(f"{old.folder} and {new.folder} ran different inputs ({'; '.join(differ)}), so their "
+                         f"gradients, errors and timings do not compare: compare runs of the same seed and "
+                         f"cases, or pass --verdicts-only to compare verdicts only")
     d = run_diff.compare_runs(old, new, alpha=alpha, min_change=min_change, arrays=not args.no_arrays,
-                          verdicts_only=args.verdicts_only)
-    text = run_diff.render(d)
+                              verdicts_only=args.verdicts_only)
+    text = diff_report.render(d)
     why = run_diff.failures(d, fail_on)
     if why:
         text += "\n**Fails** (`--fail-on " + args.fail_on + "`): " + "; ".join(why) + ".\n"
@@ -356,7 +341,7 @@ def cmd_compare(args) -> int:
             atomic_write_text(out, text)
         except OSError as exc:
             remove_created(created)
-            raise CommandError(f"cannot write {args.out}: {exc.strerror or exc}") from None
+            raise OutputError(f"cannot write {args.out}: {exc.strerror or exc}") from None
     say(text.rstrip("\n"))
     return 1 if why else 0
 
@@ -374,6 +359,6 @@ def cmd_merge(args, argv) -> int:
     return finish(run_dir, records, meta, args)
 
 
-__all__ = ["COMMANDS", "RUN_FAIL_ON_DEFAULT", "CommandError", "add_run_options", "add_subcommands", "apply_run_options",
-           "check_out_file", "check_out_folder", "command_line", "dispatch", "errors", "fail_on_verdicts", "failed",
+__all__ = ["COMMANDS", "add_run_options", "add_subcommands", "apply_run_options",
+           "check_out_file", "check_out_folder", "command_line", "dispatch", "fail_on_verdicts", "failed",
            "finish", "progress_for", "remove_created", "rerender", "say", "silence_stdout"]

@@ -18,26 +18,20 @@ import time
 from typing import TYPE_CHECKING
 
 from adapters import FRAMEWORKS
-
 from harness.cli import commands
-
-from harness.judge import known
-from harness.plan import devices as device_discovery
-from harness.case import CaseError
 from harness.define.loader import BUILTIN, builtin_cases, select
 from harness.define.ops_spec import OPS
-from harness.run.local import Interrupted, RunError
+from harness.errors import HarnessError, UsageError
+from harness.judge import known
 from harness.judge.tolerance import DTYPE_TOLERANCE
+from harness.plan import devices as device_discovery
+from harness.run.local import Interrupted
 
 if TYPE_CHECKING:   # imported where used: `list` must not load the session machinery
     from harness.run.session import Settings
 
 MODES = ("eager", "compiled")
 PRECISIONS = ("default", "highest")
-
-
-class UsageError(Exception):
-    pass
 
 
 class _Parser(argparse.ArgumentParser):
@@ -79,6 +73,20 @@ def build_parser() -> argparse.ArgumentParser:
                          description="Run cases on every installed framework and write report.md, "
                                      "results.jsonl and observations under reports/<run-id>/ "
                                      "(reports/latest points at it).")
+    _add_selection_arguments(run)
+    _add_execution_arguments(run)
+    commands.add_run_options(run)
+
+    lst = sub.add_parser("list", help="cases, frameworks and devices this machine can run (imports no framework)")
+    lst.add_argument("--cases", metavar="SPEC",
+                     help="list only these cases (the --cases of run: names, tags, globs, FILE.py, "
+                          "FILE.py::NAME), e.g. a case file's own")
+    commands.add_subcommands(sub)
+    return parser
+
+
+def _add_selection_arguments(run) -> None:
+    """What `run` checks: cases, frameworks, devices, dtypes, modes, precisions, seed, FD, timing."""
     run.add_argument("--cases", metavar="SPEC",
                      help="comma-separated built-in names, tags, globs, case files (.py) or one case of a "
                           "file (FILE.py::NAME, pytest's spelling); default: the cases tagged 'default'")
@@ -94,7 +102,6 @@ def build_parser() -> argparse.ArgumentParser:
                      help="default (each framework's own float32 policy, e.g. TF32 on GPUs), highest "
                           "(full float32), or both (default,highest) to confirm precision-policy causes (default: default)")
     run.add_argument("--seed", type=int, default=0, help="seed for parameters, inputs and directions")
-    run.add_argument("--out", metavar="DIR", help="write the run here instead of reports/<run-id>")
     run.add_argument("--fd", dest="fd_mode", default="auto", choices=("auto", "full", "directional", "complex"),
                      help="finite differences over every element (full), along random directions, "
                           "full up to 20000 elements (auto), or full plus the complex-step derivative "
@@ -102,6 +109,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--timing", default="quick", choices=("off", "quick", "full"),
                      help="time forward and forward+backward per task: quick (~0.05s per phase), "
                           "full (~1s per phase, for reporting) or off (default: quick)")
+
+
+def _add_execution_arguments(run) -> None:
+    """How `run` runs: where it writes, workers, threads, limits, resuming, progress."""
+    run.add_argument("--out", metavar="DIR", help="write the run here instead of reports/<run-id>")
     run.add_argument("--jobs", type=int, default=1,
                      help="worker processes at once (default 1: fair timings and memory)")
     run.add_argument("--threads", type=int, default=None,
@@ -120,14 +132,6 @@ def build_parser() -> argparse.ArgumentParser:
                      help="finish an interrupted run: the same tasks (settings from RUN_DIR/run.json), running "
                           "only those not yet done, then its results and report")
     run.add_argument("--quiet", action="store_true", help="no progress lines")
-    commands.add_run_options(run)
-
-    lst = sub.add_parser("list", help="cases, frameworks and devices this machine can run (imports no framework)")
-    lst.add_argument("--cases", metavar="SPEC",
-                     help="list only these cases (the --cases of run: names, tags, globs, FILE.py, "
-                          "FILE.py::NAME), e.g. a case file's own")
-    commands.add_subcommands(sub)
-    return parser
 
 
 def _cpus() -> int:
@@ -162,10 +166,7 @@ def settings_from(args, argv) -> "Settings":
     cases = select(args.cases, everything=args.all, quick=args.quick)
     if not cases:
         raise UsageError("the selection matches no case")
-    try:   # a malformed --expected table is refused before anything runs
-        known.entries_for(cases, args.expected)
-    except known.KnownError as exc:
-        raise UsageError(str(exc)) from None
+    known.entries_for(cases, args.expected)   # a malformed --expected table is refused before anything runs
     return Settings(
         cases=cases, frameworks=frameworks, devices=devices,
         dtypes=_choose(args.dtypes, DTYPE_TOLERANCE, "dtype"), modes=_choose(args.modes, MODES, "mode"),
@@ -276,9 +277,9 @@ def main(argv=None) -> int:
         if args.command in commands.COMMANDS:
             return commands.dispatch(args, argv)
         return cmd_run(args, argv)
-    except (UsageError, CaseError, RunError, *commands.errors()) as exc:
+    except HarnessError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return exc.exit_code
     except Interrupted as exc:
         where = "" if exc.run_dir is None else (
             f": {exc.finished} of {exc.total} task(s) finished, kept in {exc.run_dir}; finish with "

@@ -132,3 +132,6 @@ def describe(name: str) -> str:
     """One line for `harness list` and error messages."""
     signature, semantics = OPS[name]
     return f"{signature}: {semantics}"
+
+
+__all__ = ["OPS", "describe"]

@@ -1,6 +1,6 @@
 """Causes: why a failing record fails, named from the evidence a run already holds.
 
-compare.py makes the verdicts; this names their causes, in this order of evidence:
+harness/judge/verdicts.py makes the verdicts; this names their causes, in this order of evidence:
   ad-bug              a framework's own autodiff fails its finite-difference check (smooth point)
   nondiff-convention  the difference sits at elements finite differences found non-differentiable
   precision-policy    float32 work under a reduced-precision policy (TF32, bf16 passes)
@@ -14,27 +14,13 @@ Framework-free; sees every framework's observations at once.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from harness.plan.tasks import is_reference
+from harness.vocab import record_key
 
-CAUSES = {
-    "ad-bug": "autodiff disagrees with finite differences at a point where the function is smooth",
-    "nondiff-convention": "the point is not differentiable and frameworks pick different (sub)gradients there "
-                          "(or NaN)",
-    "precision-policy": "float32 work ran in reduced precision (TF32 or a bf16 matmul pass) under the framework's "
-                        "default policy",
-    "precision-loss": "a float64 result accurate only to about float32 precision (a constant or an intermediate "
-                      "rounded through float32)",
-    "default-semantics": "the case compares native defaults that differ between frameworks (an approximation, an "
-                         "epsilon)",
-    "different-function": "each framework agrees with its own finite differences, but their forward values differ: "
-                          "the frameworks compute different functions",
-    "nan-propagation": "NaN or inf in one result only (e.g. from an unselected `where` branch)",
-    "nondeterminism": "the same computation twice gave different gradients",
-    "framework-error": "the framework's own autodiff raised on standard ops (a framework bug, not the case's code)",
-    "custom-gradient": "a custom gradient the case defines cannot be differentiated as the case declares",
-}
 
 #: a float64 evaluation whose rounding noise (relative to the loss and the terms it sums) exceeds
 #: this was computed through float32: float64 shows <= 2e-13 on every library case, float32 >= 2e-9
@@ -56,79 +42,118 @@ NOISE_EXPLAINS = 1e-2
 
 def label(records: list, observations: list, cases: dict) -> None:
     """Name a cause for each failing record where the evidence allows (in place)."""
+    ev = _evidence(records, observations, cases)
+    for rec in records:
+        _symmetric_input(rec, ev)
+        # a cause already established (ad-bug, nondiff-convention, nondeterminism, nan-propagation,
+        # framework-error, custom-gradient: each given where its evidence is) stands
+        if rec["verdict"] in ("diverge", "nan") and not rec.get("cause"):
+            _name_cause(rec, ev)
+    _confirm_policy(records)
+
+
+@dataclass
+class _Evidence:
+    """What a run holds about its frameworks, gathered once for every record's cause."""
+    cases: dict
+    reference_of: dict    # (case, framework) -> its float64 reference observation
+    noisy: dict           # (case, framework) -> float64 rounding noise at float32 level
+    outliers: dict        # N-version outliers (_flag_outliers)
+    fd_failed: set        # (case, framework) whose own fd check found an autodiff bug
+    fd_made: set          # (case, framework) whose own fd check was made
+    symmetric: set        # (case, framework) whose fd differs only by the symmetric-matrix convention
+    lossy: set            # _lossy_references
+    forward: dict         # pair key -> the pair's forward record
+    off_reference: set    # one gradient off its own float64 reference
+
+
+def _evidence(records: list, observations: list, cases: dict) -> _Evidence:
     reference_of = {(o.case, o.framework): o for o in observations if o.ok and is_reference(o)}
     level = _noise_levels(reference_of)
     noisy = _noisy(level)
     _explain_noisy_checks(records, noisy)
     outliers = _flag_outliers(records, noisy)
     _flag_clean_pairs(records, level, outliers)
-    fd_failed = {(r["case"], r["framework"]) for r in records
-                 if r["check"] == "fd" and r["verdict"] in ("diverge", "nan") and r.get("cause") == "ad-bug"}
-    # frameworks whose own fd check was made (and, by fd_failed, found no autodiff bug)
-    fd_made = {(r["case"], r["framework"]) for r in records if r["check"] == "fd" and r["verdict"] != "error"}
     failing_fd: dict = {}
     for r in records:
         if r["check"] == "fd" and r["verdict"] in ("diverge", "nan"):
             failing_fd.setdefault((r["case"], r["framework"]), []).append(r.get("cause"))
-    symmetric = {k for k, causes in failing_fd.items() if set(causes) == {"default-semantics"}}
-    lossy = _lossy_references(records)
-    forward = {_pair_key(r): r for r in records if r["check"] == "forward"}
-    off_reference = {(r["case"], r["framework"], r["device"], r["dtype"], r["mode"], r["precision"], r["param"])
-                     for r in records if r["check"] == "reference" and r["verdict"] == "diverge"}
-    for rec in records:
-        if rec["check"] == "jvp" and rec.get("cause") == "ad-bug" and (rec["case"], rec["framework"]) in symmetric:
-            rec["cause"] = "default-semantics"
-            rec["message"] = (f"{rec['framework']} treats a matrix input as symmetric (see its fd check): its forward "
-                              "mode moves along the non-symmetric tangent, its reverse mode returns the symmetric "
-                              "gradient")
-        # a cause already established (ad-bug, nondiff-convention, nondeterminism, nan-propagation,
-        # framework-error, custom-gradient: each given where its evidence is) stands
-        if rec["verdict"] not in ("diverge", "nan") or rec.get("cause"):
-            continue
-        frameworks = [rec["framework"]] + ([rec["other_framework"]] if rec.get("other_framework") else [])
-        buggy = [fw for fw in frameworks if (rec["case"], fw) in fd_failed]
-        if buggy and rec["check"] != "forward":
-            rec["cause"] = "ad-bug"
-            rec["message"] = f"{', '.join(buggy)} fails its finite-difference check"
-            continue
-        noisy_here = [fw for fw in frameworks if (rec["case"], fw) in noisy]
-        if rec["dtype"] == "float64" and noisy_here and (rec.get("max_rel_err") or 0.0) <= NOISE_EXPLAINS:
-            # a noisy evaluation also makes finite differences see kinks that are not there
-            rec["cause"] = "precision-loss"
-            rec["message"] = _noise_text(noisy_here[0], noisy[(rec["case"], noisy_here[0])])
-            continue
-        if rec["check"] in ("pairwise", "reference") and _at_kinks(rec, reference_of, frameworks):
-            rec["cause"] = "nondiff-convention"
-            rec["message"] = "differs only at non-differentiable elements"
-            continue
-        if _reduced_precision(rec, off_reference):
-            continue
-        if "default-semantics" in getattr(cases.get(rec["case"]), "tags", ()):
-            rec["cause"] = "default-semantics"
-            continue
-        if _precision_loss(rec, outliers, lossy):
-            continue
-        if rec["dtype"] == "float64" and rec["check"] in ("pairwise", "forward") and _in_tier(rec):
-            rec["cause"] = "precision-loss"
-            rec["message"] = (f"{' and '.join(frameworks)} differ by {rec['max_rel_err']:.1e} of the result's scale: "
-                              "one of them is float64-accurate only to about float32 precision (no third framework "
-                              "to say which)")
-            continue
-        twin = forward.get(_pair_key(rec))
-        if rec["check"] == "forward" or (
-                rec["check"] == "pairwise" and twin is not None and twin["verdict"] == "diverge"
-                and all((rec["case"], fw) in fd_made for fw in frameworks)):
-            rec["cause"] = "different-function"
-            values = (twin or rec).get("message", "")
-            rec["message"] = (f"each framework agrees with its own finite differences, but the forward values "
-                              f"differ ({values})" if rec["check"] == "pairwise" else
-                              f"{values}: the frameworks compute different functions")
-    _confirm_policy(records)
+    return _Evidence(
+        cases=cases, reference_of=reference_of, noisy=noisy, outliers=outliers,
+        fd_failed={k for k, causes in failing_fd.items() if "ad-bug" in causes},
+        # frameworks whose own fd check was made (and, by fd_failed, found no autodiff bug)
+        fd_made={(r["case"], r["framework"]) for r in records if r["check"] == "fd" and r["verdict"] != "error"},
+        symmetric={k for k, causes in failing_fd.items() if set(causes) == {"default-semantics"}},
+        lossy=_lossy_references(records),
+        forward={_pair_key(r): r for r in records if r["check"] == "forward"},
+        off_reference={record_key(r, drop=_ONE_GRADIENT) for r in records
+                       if r["check"] == "reference" and r["verdict"] == "diverge"})
+
+
+def _symmetric_input(rec: dict, ev: _Evidence) -> None:
+    """A JVP 'autodiff bug' of a framework that treats a matrix input as symmetric is its convention."""
+    if rec["check"] == "jvp" and rec.get("cause") == "ad-bug" and (rec["case"], rec["framework"]) in ev.symmetric:
+        rec["cause"] = "default-semantics"
+        rec["message"] = (f"{rec['framework']} treats a matrix input as symmetric (see its fd check): its forward "
+                          "mode moves along the non-symmetric tangent, its reverse mode returns the symmetric "
+                          "gradient")
+
+
+def _name_cause(rec: dict, ev: _Evidence) -> None:
+    """The first cause the evidence establishes for one failing record, in order of evidence."""
+    frameworks = [rec["framework"]] + ([rec["other_framework"]] if rec.get("other_framework") else [])
+    buggy = [fw for fw in frameworks if (rec["case"], fw) in ev.fd_failed]
+    if buggy and rec["check"] != "forward":
+        rec["cause"] = "ad-bug"
+        rec["message"] = f"{', '.join(buggy)} fails its finite-difference check"
+        return
+    noisy_here = [fw for fw in frameworks if (rec["case"], fw) in ev.noisy]
+    if rec["dtype"] == "float64" and noisy_here and (rec.get("max_rel_err") or 0.0) <= NOISE_EXPLAINS:
+        # a noisy evaluation also makes finite differences see kinks that are not there
+        rec["cause"] = "precision-loss"
+        rec["message"] = _noise_text(noisy_here[0], ev.noisy[(rec["case"], noisy_here[0])])
+        return
+    if rec["check"] in ("pairwise", "reference") and _at_kinks(rec, ev.reference_of, frameworks):
+        rec["cause"] = "nondiff-convention"
+        rec["message"] = "differs only at non-differentiable elements"
+        return
+    if _reduced_precision(rec, ev.off_reference):
+        return
+    if "default-semantics" in getattr(ev.cases.get(rec["case"]), "tags", ()):
+        rec["cause"] = "default-semantics"
+        return
+    if _precision_loss(rec, ev.outliers, ev.lossy):
+        return
+    if rec["dtype"] == "float64" and rec["check"] in ("pairwise", "forward") and _in_tier(rec):
+        rec["cause"] = "precision-loss"
+        rec["message"] = (f"{' and '.join(frameworks)} differ by {rec['max_rel_err']:.1e} of the result's scale: "
+                          "one of them is float64-accurate only to about float32 precision (no third framework "
+                          "to say which)")
+        return
+    _different_function(rec, ev, frameworks)
+
+
+def _different_function(rec: dict, ev: _Evidence, frameworks: list) -> None:
+    """Both frameworks pass their own fd check but their forward values differ."""
+    twin = ev.forward.get(_pair_key(rec))
+    if rec["check"] == "forward" or (
+            rec["check"] == "pairwise" and twin is not None and twin["verdict"] == "diverge"
+            and all((rec["case"], fw) in ev.fd_made for fw in frameworks)):
+        rec["cause"] = "different-function"
+        values = (twin or rec).get("message", "")
+        rec["message"] = (f"each framework agrees with its own finite differences, but the forward values "
+                          f"differ ({values})" if rec["check"] == "pairwise" else
+                          f"{values}: the frameworks compute different functions")
+
+
+#: a pair of frameworks in one setting (its pairwise records and its forward record share it)
+_PAIR = ("check", "param", "method")
+#: one framework's gradient of one parameter in one setting
+_ONE_GRADIENT = ("check", "method", "other_framework")
 
 
 def _pair_key(rec: dict) -> tuple:
-    return (rec["case"], rec["framework"], rec.get("other_framework"), rec["device"], rec["dtype"], rec["mode"],
-            rec["precision"])
+    return record_key(rec, drop=_PAIR)
 
 
 def _noise_levels(reference_of: dict) -> dict:
@@ -298,8 +323,7 @@ def _reduced_precision(rec: dict, off_reference: set) -> bool:
                                   (rec.get("other_framework"), rec.get("other_policy")))
                if fw and (pol or {}).get("reduced_precision_float32") and rec["dtype"] == "float32"]
     # of those, the ones whose own gradient moved off their float64 reference
-    moved = [fw for fw in reduced if (rec["case"], fw, rec["device"], rec["dtype"], rec["mode"],
-                                      rec["precision"], rec["param"]) in off_reference]
+    moved = [fw for fw in reduced if record_key({**rec, "framework": fw}, drop=_ONE_GRADIENT) in off_reference]
     reduced = moved or reduced
     if not reduced:
         return False
@@ -324,8 +348,7 @@ def _at_kinks(rec, reference_of, frameworks) -> bool:
 def _confirm_policy(records):
     """A precision-policy divergence that vanishes under --precision highest is confirmed."""
     def key(r):
-        return (r["case"], r["framework"], r.get("other_framework"), r["device"], r["dtype"], r["mode"],
-                r["check"], r["param"])
+        return record_key(r, drop=("precision",))
     highest = {key(r): r for r in records if r.get("precision") == "highest"}
     for rec in records:
         if rec.get("cause") != "precision-policy" or rec["precision"] != "default":
@@ -341,4 +364,4 @@ def _confirm_policy(records):
             rec["message"] += "; but it persists under --precision highest, so the policy is not the cause"
 
 
-__all__ = ["CAUSES", "label", "NOISE_FLOAT32", "TIER_FLOOR", "TIER_CEILING", "OUTLIER_RATIO"]
+__all__ = ["NOISE_FLOAT32", "OUTLIER_RATIO", "TIER_CEILING", "TIER_FLOOR", "label"]

@@ -1,6 +1,6 @@
 """The completeness invariant: a run's records cover exactly the checks its observations imply.
 
-Derived from the observation rows and the cases alone, independently of how compare.py builds
+Derived from the observation rows and the cases alone, independently of how harness/judge/verdicts.py builds
 its records, so a check that was quietly dropped (a `continue`, a missing branch, a record lost
 in a merge) shows up as a gap. A gap becomes an `error` record naming the check, which fails
 the run: a gate must never pass because a comparison was not made.
@@ -20,23 +20,14 @@ from __future__ import annotations
 
 from itertools import combinations
 
-from harness.worker.observe import HVP_METHODS, SECOND_ORDER_TAG
 from harness.plan.tasks import is_reference
-
-#: what identifies one check of a run; every record has these fields (None where not applicable)
-KEY_FIELDS = ("case", "framework", "device", "dtype", "mode", "precision", "check", "param", "method",
-              "other_framework")
-TIMING_PHASES = ("forward", "forward+backward")
-
-
-def key(record: dict) -> tuple:
-    return tuple(record.get(k) for k in KEY_FIELDS)
+from harness.vocab import HVP_METHODS, RECORD_FIELDS, SECOND_ORDER_TAG, TASK_FIELDS, TIMING_PHASES, record_key
 
 
 class _Row:
     def __init__(self, row: dict):
         self.row = row
-        for k in ("case", "framework", "device", "dtype", "mode", "precision"):
+        for k in TASK_FIELDS:
             setattr(self, k, row.get(k))
 
     @property
@@ -103,7 +94,7 @@ def _covers(k: tuple, have: set) -> bool:
 
 def gaps(records: list, rows: list, cases: dict) -> list:
     """The implied check keys no record covers."""
-    have = {key(r) for r in records}
+    have = {record_key(r) for r in records}
     return [k for k in implied(rows, cases) if not _covers(k, have)]
 
 
@@ -116,7 +107,7 @@ def extras(records: list, rows: list, cases: dict) -> list:
                  r.get("precision")) for r in rows}
     out = []
     for r in records:
-        k = key(r)
+        k = record_key(r)
         if k[:6] not in observed:
             continue
         if k in want or (k[7] == "*" and (k[:7] + k[8:] in wanted_checks)):
@@ -129,12 +120,12 @@ def gap_records(records: list, rows: list, cases: dict) -> list:
     """One `error` record per gap: the run fails rather than pass on a check never made."""
     out = []
     for k in gaps(records, rows, cases):
-        rec = dict(zip(KEY_FIELDS, k))
+        rec = dict(zip(RECORD_FIELDS, k))
         rec.update(framework_version=None, verdict="error", cause=None,
                    message=f"planned check not recorded: {k[6]} of {k[7]!r} has no record "
                            "(a gradharness bug: please report it with this run's observations.jsonl)")
-        out.append({f: v for f, v in rec.items() if v is not None or f in KEY_FIELDS[:8]})
+        out.append({f: v for f, v in rec.items() if v is not None or f in RECORD_FIELDS[:8]})
     return out
 
 
-__all__ = ["KEY_FIELDS", "implied", "gaps", "extras", "gap_records", "key"]
+__all__ = ["extras", "gap_records", "gaps", "implied"]

@@ -17,12 +17,13 @@ from functools import lru_cache
 from pathlib import Path
 
 from cases import expected
-from cases.expected import FAILING
+from harness.errors import HarnessError
+from harness.vocab import FAILING
 
 __all__ = ["KnownError", "apply", "entries_for", "is_new", "split"]
 
 
-class KnownError(ValueError):
+class KnownError(HarnessError, ValueError):
     """An --expected file that cannot be read or has a malformed entry: one line for the user."""
 
 

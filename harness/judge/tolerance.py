@@ -71,3 +71,7 @@ def lookup(dtype: str, overrides: dict | None = None, key: str | None = None) ->
     if unknown:
         raise ValueError(f"tolerance override has unknown fields {sorted(unknown)}")
     return Tolerance(rtol=float(override.get("rtol", base.rtol)), atol=float(override.get("atol", base.atol)))
+
+
+__all__ = ["DTYPE_TOLERANCE", "FD_ERROR_SAFETY", "FD_TOLERANCE", "gradient_norm", "gradient_scale", "lookup",
+           "Tolerance"]

@@ -56,3 +56,6 @@ def resolve(spec: str) -> list:
     if not chosen:
         raise ValueError("no device selected")
     return chosen
+
+
+__all__ = ["available", "cuda_devices", "resolve"]

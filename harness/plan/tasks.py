@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from harness.define.seeding import case_rng
+
 REFERENCE = {"device": "cpu", "dtype": "float64", "mode": "eager", "precision": "default"}
 
 
@@ -112,8 +114,6 @@ FD_COST_CAP = 10.0
 def case_elements(case, seed: int = 0) -> int:
     """How many elements a case differentiates (its make() is run once, in numpy); 1 when make
     fails here (the failure is reported by the worker that runs it)."""
-    from harness.worker.observe import case_rng
-
     try:
         params, _inputs, wrt = case.build(case_rng(seed, case.name))
         return max(1, int(sum(params[w].size for w in wrt)))
@@ -166,3 +166,7 @@ def shard_cases(cases, index: int, count: int, plan_args: dict) -> tuple:
         owner[case.name] = k + 1
         loads[k] += costs[case.name]
     return [c for c in cases if owner[c.name] == index], owner, loads
+
+
+__all__ = ["FD_COST_CAP", "FD_COST_PER_ELEMENT", "REFERENCE", "TASK_COST", "TIMING_COST", "case_elements",
+           "is_reference", "make_plan", "parse_shard", "Plan", "shard_cases", "Task", "task_cost"]

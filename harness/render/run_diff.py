@@ -21,6 +21,9 @@ Two runs whose cases were computed at different points (another seed, a case who
 shapes or input digest changed) have no gradient, error or timing in common to hold against each
 other: ``input_differences`` says why, and `compare` refuses them unless asked to compare
 verdicts only (``verdicts_only``), so a changed seed cannot pass for a regression.
+
+This module finds the changes (a Diff) and decides the exit code; harness.render.diff_report
+writes the Diff as markdown.
 """
 from __future__ import annotations
 
@@ -30,12 +33,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from harness.errors import HarnessError
 from harness.store.records import as_float
-from harness.render.report import _index_text, _ms, _setting, _table, _tolerance, _where, _who
 from harness.store.runs import Run
+from harness.vocab import flip_rank, record_key, sortable, task_key
 
-#: a verdict's rank: moving to a lower rank is a regression
-RANK = {"pass": 3, "skipped": 2, "diverge": 1, "nan": 0, "error": 0}
 DEFAULT_ALPHA = 0.01
 DEFAULT_MIN_CHANGE = 0.05
 FAIL_ON_CHOICES = ("diverge", "change", "slowdown", "removed", "none")
@@ -45,7 +47,7 @@ FAIL_ON_ALIASES = {"divergence": "diverge"}
 INPUTS_DIGEST = "inputs_digest"
 
 
-class DiffError(ValueError):
+class DiffError(HarnessError, ValueError):
     """Bad usage of compare (an unknown --fail-on): one line, exit 2."""
 
 
@@ -78,9 +80,9 @@ def _quartiles(times) -> tuple:
 
 
 # ---- keys --------------------------------------------------------------------------------------------
-def record_key(r) -> tuple:
-    return (r["case"], r["framework"], r.get("other_framework") or "", str(r.get("device")), str(r.get("dtype")),
-            str(r.get("mode")), str(r.get("precision")), r["check"], str(r.get("param")), str(r.get("method") or ""))
+def _order(r) -> tuple:
+    """A record's identity as a sort key (ties between equal changes broken by it)."""
+    return sortable(record_key(r))
 
 
 def _index(records) -> dict:
@@ -113,7 +115,21 @@ class Diff:
 
     @property
     def regressions(self) -> list:
-        return [(o, n) for o, n in self.flipped if RANK.get(n["verdict"], 0) < RANK.get(o["verdict"], 0)]
+        return [(o, n) for o, n in self.flipped if self.got_worse(o, n)]
+
+    @staticmethod
+    def got_worse(old, new) -> bool:
+        """Did the check's verdict get worse from ``old`` to ``new`` (its records; harness.vocab.flip_rank)?"""
+        return flip_rank(new["verdict"]) < flip_rank(old["verdict"])
+
+    def flips_worst_first(self) -> list:
+        """``flipped``, the largest drop in flip_rank first (then by record): the order compare lists them in."""
+        return sorted(self.flipped, key=lambda p: (flip_rank(p[1]["verdict"]) - flip_rank(p[0]["verdict"]),
+                                                   _order(p[1])))
+
+    def moves_largest_first(self) -> list:
+        """``moved``, the largest change of max relative error first (then by record)."""
+        return sorted(self.moved, key=lambda m: (-abs(m[2]), _order(m[1])))
 
     @property
     def gradient_changes(self) -> int:
@@ -160,11 +176,6 @@ def compare_runs(old: Run, new: Run, alpha: float = DEFAULT_ALPHA, min_change: f
     return d
 
 
-def _task_key(row) -> tuple:
-    return (row.get("case"), row.get("framework"), row.get("device"), row.get("dtype"), row.get("mode"),
-            row.get("precision"))
-
-
 def input_differences(old: Run, new: Run) -> list:
     """Why OLD and NEW did not compute their cases at the same points, one phrase per reason
     (empty: the same inputs as far as the runs tell): the seed, and per case the parameter shapes
@@ -175,10 +186,10 @@ def input_differences(old: Run, new: Run) -> list:
         why.append(f"seed {so} vs {sn}")
     if not (old.has_observations() and new.has_observations()):
         return why
-    old_rows = {_task_key(r): r for r in old.observations() if r.get("status") == "ok"}
+    old_rows = {task_key(r): r for r in old.observations() if r.get("status") == "ok"}
     changed = set()
     for r in new.observations():
-        o = old_rows.get(_task_key(r))
+        o = old_rows.get(task_key(r))
         if o is None or r.get("status") != "ok":
             continue
         shapes = o.get("params") is not None and r.get("params") is not None and o["params"] != r["params"]
@@ -229,7 +240,7 @@ def _tolerance_for(found, case, dtype):
 
 def _array_drift(d: Diff, common) -> None:
     """Each task's gradients in NEW against the same task's in OLD (needs both runs' arrays)."""
-    from harness.judge.verdicts import compare_arrays
+    from harness.judge.arrays import compare_arrays
     from harness.judge.tolerance import gradient_scale
 
     if not (d.old.has_observations() and d.new.has_observations()):
@@ -238,8 +249,8 @@ def _array_drift(d: Diff, common) -> None:
                             f"(errors and verdicts were compared)")
         return
 
-    old_rows = {_task_key(r): r for r in d.old.observations() if r.get("status") == "ok" and r.get("arrays")}
-    new_rows = {_task_key(r): r for r in d.new.observations() if r.get("status") == "ok" and r.get("arrays")}
+    old_rows = {task_key(r): r for r in d.old.observations() if r.get("status") == "ok" and r.get("arrays")}
+    new_rows = {task_key(r): r for r in d.new.observations() if r.get("status") == "ok" and r.get("arrays")}
     tolerances = _tolerance_records(d.new.records)
     compared = 0
     for key in sorted(set(old_rows) & set(new_rows), key=lambda k: tuple(map(str, k))):
@@ -286,8 +297,8 @@ def _timings(d: Diff, o_idx, n_idx) -> None:
                 d.slower.append(entry)
             elif ratio < 1 and nq[2] < oq[0]:
                 d.faster.append(entry)
-    d.slower.sort(key=lambda e: (-e["ratio"], record_key(e["new"])))
-    d.faster.sort(key=lambda e: (e["ratio"], record_key(e["new"])))
+    d.slower.sort(key=lambda e: (-e["ratio"], _order(e["new"])))
+    d.faster.sort(key=lambda e: (e["ratio"], _order(e["new"])))
 
 
 # ---- exit code ------------------------------------------------------------------------------------------
@@ -361,174 +372,6 @@ def failures(d: Diff, fail_on: dict) -> list:
     return why
 
 
-# ---- markdown -------------------------------------------------------------------------------------------
-def _versions(run: Run) -> str:
-    return ", ".join(f"{fw} {v or ''}".strip() for fw, v in (run.meta.get("frameworks") or {}).items())
-
-
-def _devices(run: Run) -> str:
-    names = {}
-    for r in run.records:
-        if r.get("device") not in (None, "-") and r.get("device_name"):
-            names.setdefault(r["device"], r["device_name"])
-    return ", ".join(f"{d} ({names[d]})" if d in names else d for d in run.meta.get("devices") or [])
-
-
-def _headline(d: Diff) -> str:
-    parts = []
-    if d.flipped:
-        parts.append(f"{len(d.flipped)} verdict(s) flipped ({len(d.regressions)} worse)")
-    if d.moved:
-        parts.append(f"{len(d.moved)} error(s) moved beyond tolerance")
-    if d.gradients:
-        parts.append(f"{len(d.gradients)} gradient(s) moved beyond tolerance")
-    if d.cases_added:
-        parts.append(f"{len(d.cases_added)} new case(s)")
-    if d.cases_removed:
-        parts.append(f"{len(d.cases_removed)} removed case(s)")
-    if d.checks_added or d.checks_removed:
-        parts.append(f"{sum(d.checks_added.values())} check(s) added, {sum(d.checks_removed.values())} removed")
-    if d.slower:
-        parts.append(f"{len(d.slower)} timing(s) slower")
-    if d.faster:
-        parts.append(f"{len(d.faster)} timing(s) faster")
-    if not parts:
-        if d.verdicts_only:
-            return "**✓ No verdict changed** (verdicts only)."
-        return "**✓ No change**: same verdicts, no gradient or error moved beyond tolerance, no timing changed " \
-               "beyond noise."
-    mark = "✗" if (d.regressions or d.moved or d.gradients) else "Δ"
-    return f"**{mark} " + "; ".join(parts) + ".**"
-
-
-def render(d: Diff) -> str:
-    o, n = d.old, d.new
-    lines = [f"# gradharness compare — {o.run_id} → {n.run_id}", "", _headline(d), ""]
-    if d.verdicts_only:
-        why = (f"the runs' inputs differ ({'; '.join(d.inputs_differ)}), so" if d.inputs_differ
-               else "`--verdicts-only`:")
-        lines += [f"**Verdicts only** — {why} gradients, errors and timings are not held against each other; "
-                  f"only verdicts, cases and checks are compared.", ""]
-    rows = [["run", f"`{o.run_id}`", f"`{n.run_id}`"],
-            ["from", f"`{o.folder}`", f"`{n.folder}`"],
-            ["started", o.meta.get("started", ""), n.meta.get("started", "")],
-            ["frameworks", _versions(o), _versions(n)],
-            ["devices", _devices(o), _devices(n)],
-            ["dtypes", ", ".join(o.meta.get("dtypes") or []), ", ".join(n.meta.get("dtypes") or [])],
-            ["seed", str(o.meta.get("seed", "?")), str(n.meta.get("seed", "?"))],
-            ["cases", str(len({r['case'] for r in o.records})), str(len({r['case'] for r in n.records}))],
-            ["platform", (o.meta.get("environment") or {}).get("platform", ""),
-             (n.meta.get("environment") or {}).get("platform", "")]]
-    marked = [[a, b, c if b == c else f"**{c}**"] for a, b, c in rows]
-    lines += [_table(marked, ["", "old", "new"]), "", "Values that differ are in bold.", ""]
-
-    lines += ["## Gradients", ""]
-    if d.flipped:
-        lines += [f"### Verdicts that flipped ({len(d.flipped)})", ""]
-        rows = []
-        for old, new in sorted(d.flipped, key=lambda p: (RANK.get(p[1]["verdict"], 0) - RANK.get(p[0]["verdict"], 0),
-                                                         record_key(p[1]))):
-            worse = RANK.get(new["verdict"], 0) < RANK.get(old["verdict"], 0)
-            rows.append([new["case"], new["check"], str(new.get("param")), _who(new), _setting(new),
-                         f"{old['verdict']} → **{new['verdict']}**" if worse else f"{old['verdict']} → {new['verdict']}",
-                         _err(old), _err(new), _tolerance(new), _where(new) if new.get("worst_index") is not None
-                         or new.get("got") is not None else _reason(new), new.get("cause") or ""])
-        lines += [_table(rows, ["case", "check", "param", "frameworks", "setting", "verdict", "old max rel err",
-                                "new max rel err", "tolerance", "new worst element / reason", "cause"]), ""]
-    if d.moved:
-        lines += [f"### Errors that moved beyond tolerance ({len(d.moved)})", "",
-                  "Same verdict, but the check's max relative error changed by more than its tolerance "
-                  "(atol + rtol, in units of the gradient scale).", ""]
-        rows = [[new["case"], new["check"], str(new.get("param")), _who(new), _setting(new), new["verdict"],
-                 _err(old), _err(new), f"{change:+.1e}", _tolerance(new), _where(new)]
-                for old, new, change, _allowed in sorted(d.moved, key=lambda m: (-abs(m[2]), record_key(m[1])))]
-        lines += [_table(rows, ["case", "check", "param", "frameworks", "setting", "verdict", "old max rel err",
-                                "new max rel err", "change", "tolerance", "new worst element"]), ""]
-    if d.gradients_compared is None:
-        lines += [f"Gradient arrays not compared: {d.gradients_note}.", ""]
-    elif d.gradients:
-        lines += [f"### Gradients that moved ({len(d.gradients)} of {d.gradients_compared} compared)", "",
-                  "Each task's gradient in the new run held against the old run's: max |new − old| / old gradient "
-                  "scale, with the dtype's tolerance.", ""]
-        rows = []
-        for g in d.gradients:
-            case, fw, device, dtype, mode, precision = g["key"]
-            setting = _setting({"dtype": dtype, "device": device, "mode": mode, "precision": precision})
-            if g["verdict"] == "shape":
-                rows.append([case, fw, setting, g["param"], "", "", g["note"]])
-                continue
-            idx = _index_text({"worst_index": g["index"]})
-            rows.append([case, fw, setting, g["param"], f"{g['max_rel']:.1e}",
-                         f"rtol {g['tol'].rtol:.0e}, atol {g['tol'].atol:.0e}",
-                         f"{idx}: old {g['old']:.6g}, new {g['new']:.6g}"])
-        lines += [_table(rows, ["case", "framework", "setting", "param", "max rel change", "tolerance",
-                                "worst element"]), ""]
-    if not (d.flipped or d.moved or d.gradients):
-        what = f"{d.unchanged} check(s)"
-        if d.gradients_compared is not None:
-            what += f" and {d.gradients_compared} gradient array(s)"
-        lines += [f"No change: {what} compared, none moved beyond tolerance.", ""]
-    else:
-        lines += [f"{d.unchanged} other check(s) unchanged"
-                  + (f"; {d.gradients_compared} gradient array(s) compared." if d.gradients_compared is not None
-                     else "."), ""]
-
-    lines += ["## Cases", ""]
-    if d.cases_added:
-        lines += [f"New ({len(d.cases_added)}): " + ", ".join(f"`{c}`" for c in d.cases_added), ""]
-    if d.cases_removed:
-        lines += [f"Removed ({len(d.cases_removed)}): " + ", ".join(f"`{c}`" for c in d.cases_removed), ""]
-    if d.checks_added or d.checks_removed:
-        rows = [[c, fw, str(d.checks_added.get((c, fw), 0)), str(d.checks_removed.get((c, fw), 0))]
-                for c, fw in sorted(set(d.checks_added) | set(d.checks_removed))]
-        lines += ["Checks added or removed in cases both runs have (a framework, dtype or device run in one "
-                  "only):", "", _table(rows, ["case", "framework", "added", "removed"]), ""]
-    if not (d.cases_added or d.cases_removed or d.checks_added or d.checks_removed):
-        lines += ["Same cases and checks in both runs.", ""]
-
-    lines += ["## Timings", ""]
-    if d.verdicts_only:
-        lines += ["Not compared (verdicts only).", ""]
-    elif not d.timings_compared:
-        lines += ["No timing in both runs (run with `--timing quick` or `full`).", ""]
-    else:
-        lines += [f"{d.timings_compared} timing cell(s) compared from their raw per-call times. A cell changed when "
-                  f"a two-sided Mann-Whitney U test gives p < {d.alpha:g}, the interquartile ranges do not overlap, "
-                  f"and the medians differ by more than {d.min_change:.0%}. Compare timings from the same machine.",
-                  ""]
-        if d.timings_contended:   # harness.worker.contention
-            lines += [f"{d.timings_contended} of them contended in either run (other processes held the CPUs): "
-                      "no slower or faster verdict.", ""]
-        for title, entries in (("Slower", d.slower), ("Faster", d.faster)):
-            if not entries:
-                continue
-            rows = []
-            for e in entries:
-                r = e["new"]
-                rows.append([r["case"], r["framework"], _setting(r), r["param"],
-                             f"{_ms(e['old_q'][1])} ({_ms(e['old_q'][0])}–{_ms(e['old_q'][2])})",
-                             f"{_ms(e['new_q'][1])} ({_ms(e['new_q'][0])}–{_ms(e['new_q'][2])})",
-                             f"×{e['ratio']:.2f} ({(e['ratio'] - 1) * 100:+.0f}%)", f"{e['p']:.1e}"])
-            lines += [f"### {title} ({len(entries)})", "",
-                      _table(rows, ["case", "framework", "setting", "phase", "old median (IQR)", "new median (IQR)",
-                                    "change", "p"]), ""]
-        if not (d.slower or d.faster):
-            lines += ["No timing changed beyond noise.", ""]
-    while lines and lines[-1] == "":
-        lines.pop()
-    return "\n".join(lines) + "\n"
-
-
-def _err(r) -> str:
-    v = as_float(r.get("max_rel_err"))
-    return f"{v:.1e}" if isinstance(v, float) else ""
-
-
-def _reason(r) -> str:
-    text = (r.get("message") or "").strip().splitlines()
-    return " ".join(text[0].split())[:160].replace("|", "\\|") if text else ""
-
-
-__all__ = ["DEFAULT_ALPHA", "DEFAULT_MIN_CHANGE", "FAIL_ON_ALIASES", "FAIL_ON_CHOICES", "INPUTS_DIGEST", "RANK",
+__all__ = ["DEFAULT_ALPHA", "DEFAULT_MIN_CHANGE", "FAIL_ON_ALIASES", "FAIL_ON_CHOICES", "INPUTS_DIGEST",
            "Diff", "DiffError", "compare_runs", "failures", "input_differences", "mann_whitney_p", "parse_fail_on",
-           "parse_fraction", "record_key", "render"]
+           "parse_fraction"]

@@ -23,12 +23,13 @@ import tempfile
 import threading
 from pathlib import Path
 
+from harness.errors import HarnessError
 from harness.run.local import ROOT, Runner, log_name
 
 EXECUTORS = ("local", "ray")
 
 
-class ExecutorError(RuntimeError):
+class ExecutorError(HarnessError, RuntimeError):
     """The executor cannot be used (ray missing, no cluster reachable): one line, exit 2."""
 
 
@@ -223,3 +224,6 @@ class RayRunner(Runner):
         for task in tasks:
             if task.id not in done:
                 self._emit(task, {"status": "error", "reason": failure or "the Ray task ended without an answer"})
+
+
+__all__ = ["EXECUTORS", "check", "connect", "ExecutorError", "ray_available", "RayRunner", "runner_class"]

@@ -27,14 +27,6 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]   # the repository: harness/run/local.py
 
 
-class RunError(Exception):
-    """The run cannot go on for a reason outside the cases: one line, exit code 2."""
-
-
-class OutputError(RunError):
-    """The output folder cannot be created or written (read-only, full disk)."""
-
-
 class Interrupted(BaseException):
     """SIGINT/SIGTERM/SIGHUP reached the parent: workers are killed, the partial report written."""
 
@@ -312,65 +304,77 @@ class Runner:
                 self._finish(worker, kill=True)
                 return
             if not isinstance(hello, dict) or hello.get("type") != "hello":
-                trace = hello.get("traceback", "") if isinstance(hello, dict) else ""
-                if hello == "timeout":   # the worker is killed below
-                    if deadline is not None and time.monotonic() >= deadline:
-                        reason = (f"timed out after {self.worker_timeout:g}s: the {who} worker did not start "
-                                  f"within --worker-timeout (worker killed)")
-                    else:
-                        reason = f"{framework} worker did not start within {self.start_timeout:.0f}s (worker killed)"
-                elif hello is None:
-                    reason, trace = worker.death()
-                    reason = f"{framework} failed to start: {reason}"
-                else:
-                    reason = hello.get("reason", "worker failed to start")
-                status = hello.get("status", "error") if isinstance(hello, dict) else "error"
+                status, reason, trace = self._start_failure(hello, worker, framework, who, deadline)
                 self._finish(worker, kill=True)
                 for task in pending:
                     self._emit(task, {"status": status, "reason": reason, "traceback": trace})
                 return
             with self._lock:
                 self.workers_info[key] = hello
-            while pending:
-                if deadline is not None and time.monotonic() >= deadline:
-                    break  # the rest are recorded as not run, below
-                task = pending[0]
-                arrays = self.run_dir / "arrays" / task.arrays_name
-                since, sent = worker.log_size(), time.monotonic()
-                wait, group_bound = self._wait(self.task_timeout, deadline)
-                message = worker.receive(wait) if worker.send(task.message(str(arrays))) else None
-                if isinstance(message, dict):  # a finished result is kept, even while stopping
-                    pending.pop(0)
-                    message.setdefault("version", hello.get("version"))
-                    message.setdefault("device_name", hello.get("device_name"))
-                    self._emit(task, message)
-                    if self.stopping:
-                        break
-                    continue
-                if self.stopping:  # the worker died because the run is being interrupted
-                    break
-                # the worker died or hung on this task: record it, start afresh for the rest
-                trace = ""
-                if message == "timeout":
-                    worker.kill()
-                    if group_bound:
-                        reason = (f"timed out after {self.worker_timeout:g}s: the {who} worker's tasks "
-                                  f"together exceeded --worker-timeout (worker killed)")
-                    else:
-                        reason = f"timed out after {self.task_timeout:g}s (worker killed)"
-                else:
-                    reason, trace = worker.death(since)
-                pending.pop(0)
-                self._emit(task, {"status": "error", "reason": reason, "traceback": trace,
-                                  "seconds": time.monotonic() - sent, "version": hello.get("version"),
-                                  "device_name": hello.get("device_name"), "policy": hello.get("policy")})
-                break
+            self._serve(worker, hello, pending, who, deadline)
             self._finish(worker, kill=self.stopping)
         if pending and not self.stopping:  # the group's time ran out between tasks
             for task in pending:
                 self._emit(task, {"status": "error",
                                   "reason": f"not run: the {who} worker's tasks exceeded --worker-timeout "
                                             f"{self.worker_timeout:g}s before this one started"})
+
+    def _start_failure(self, hello, worker, framework, who, deadline) -> tuple:
+        """(status, reason, traceback) of a worker that did not say hello: it timed out, died, or
+        answered with its own reason (a framework that cannot load, a device it cannot see)."""
+        trace = hello.get("traceback", "") if isinstance(hello, dict) else ""
+        if hello == "timeout":   # the caller kills the worker
+            if deadline is not None and time.monotonic() >= deadline:
+                reason = (f"timed out after {self.worker_timeout:g}s: the {who} worker did not start "
+                          f"within --worker-timeout (worker killed)")
+            else:
+                reason = f"{framework} worker did not start within {self.start_timeout:.0f}s (worker killed)"
+        elif hello is None:
+            reason, trace = worker.death()
+            reason = f"{framework} failed to start: {reason}"
+        else:
+            reason = hello.get("reason", "worker failed to start")
+        status = hello.get("status", "error") if isinstance(hello, dict) else "error"
+        return status, reason, trace
+
+    def _serve(self, worker, hello: dict, pending: list, who: str, deadline) -> None:
+        """Send ``pending`` tasks to one started worker until all are done, the group's deadline
+        passes, the run stops, or the worker dies or hangs on one (recorded; the caller starts a
+        fresh worker for the rest). Finished tasks are popped from ``pending``."""
+        while pending:
+            if deadline is not None and time.monotonic() >= deadline:
+                return  # the rest are recorded as not run by the caller
+            task = pending[0]
+            arrays = self.run_dir / "arrays" / task.arrays_name
+            since, sent = worker.log_size(), time.monotonic()
+            wait, group_bound = self._wait(self.task_timeout, deadline)
+            message = worker.receive(wait) if worker.send(task.message(str(arrays))) else None
+            if isinstance(message, dict):  # a finished result is kept, even while stopping
+                pending.pop(0)
+                message.setdefault("version", hello.get("version"))
+                message.setdefault("device_name", hello.get("device_name"))
+                self._emit(task, message)
+                if self.stopping:
+                    return
+                continue
+            if self.stopping:  # the worker died because the run is being interrupted
+                return
+            # the worker died or hung on this task: record it, start afresh for the rest
+            trace = ""
+            if message == "timeout":
+                worker.kill()
+                if group_bound:
+                    reason = (f"timed out after {self.worker_timeout:g}s: the {who} worker's tasks "
+                              f"together exceeded --worker-timeout (worker killed)")
+                else:
+                    reason = f"timed out after {self.task_timeout:g}s (worker killed)"
+            else:
+                reason, trace = worker.death(since)
+            pending.pop(0)
+            self._emit(task, {"status": "error", "reason": reason, "traceback": trace,
+                              "seconds": time.monotonic() - sent, "version": hello.get("version"),
+                              "device_name": hello.get("device_name"), "policy": hello.get("policy")})
+            return
 
     @staticmethod
     def _wait(limit: float, deadline) -> tuple:
@@ -379,3 +383,6 @@ class Runner:
             return limit, False
         remaining = deadline - time.monotonic()
         return (remaining, True) if remaining < limit else (limit, False)
+
+
+__all__ = ["ROOT", "crash_report", "Interrupted", "log_name", "Runner", "Worker", "worker_env"]

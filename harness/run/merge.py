@@ -19,15 +19,11 @@ import os
 import shutil
 from pathlib import Path
 
-from harness.judge import verdicts
-
-from harness.judge import known
-
-from harness.render import plots
-
-from harness.render import report
-from harness.store.records import atomic_write_text, normalise, write_jsonl
-from harness.store.runs import RunError, load
+from harness.errors import RunError
+from harness.judge import known, verdicts
+from harness.run.run_folder import write_run
+from harness.store.records import normalise, write_jsonl
+from harness.store.runs import load
 
 #: run.json fields that must agree across shards
 SAME = ("seed", "devices", "dtypes", "modes", "precisions", "timing", "frameworks")
@@ -166,11 +162,7 @@ def _write(out: Path, shards, rows, skips, owner, notes, partial, command, run_i
             "notes": notes, "latest": False, "expected": {"files": files, **summary}}
     if partial:
         meta["partial"] = partial     # report.render heads the report with it
-    atomic_write_text(out / "run.json", json.dumps(meta, indent=2, default=str))
-    write_jsonl(out / "results.jsonl", records)
-    meta["plots"] = plots.render_all(records, out)
-    atomic_write_text(out / "report.md", report.render(records, meta))
-    return records, meta
+    return records, write_run(out, records, meta)
 
 
 def _remove(out: Path, created: list) -> None:
@@ -204,10 +196,7 @@ def merge(specs, out: Path, command: str = "", run_id: str | None = None, allow_
     if len(set(folders)) != len(folders):
         raise RunError("cannot merge: the same run folder is given twice")
     notes, partial = _check_compatible(shards, allow_partial)
-    try:   # a malformed --expected table is refused before anything is written
-        known.entries_for([], expected)
-    except known.KnownError as exc:
-        raise RunError(str(exc)) from None
+    known.entries_for([], expected)   # a malformed --expected table is refused before anything is written
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise RunError(f"--out {out} is a file, not a folder")
@@ -248,4 +237,4 @@ def merge(specs, out: Path, command: str = "", run_id: str | None = None, allow_
     return out, records, meta
 
 
-__all__ = ["merge", "RunError"]
+__all__ = ["merge"]

@@ -148,3 +148,6 @@ class Progress:
         self._clear()
         self.stream.write(text[:200])
         self.stream.flush()
+
+
+__all__ = ["Progress"]

@@ -29,18 +29,13 @@ import numpy as np
 
 from adapters import FRAMEWORKS
 from adapters.base import cpu_name
-
-from harness.judge import verdicts
-
-from harness.judge import known
-
-from harness.render import plots
-
-from harness.render import report
+from harness.errors import OutputError, RunError
+from harness.judge import known, verdicts
 from harness.plan.tasks import Plan, make_plan
-from harness.store.records import atomic_write_text, normalise, read_observations, write_jsonl
 from harness.run.executors import runner_class
-from harness.run.local import Interrupted, OutputError, Runner, RunError  # noqa: F401 - re-exported
+from harness.run.local import Interrupted
+from harness.run.run_folder import write_run
+from harness.store.records import atomic_write_text, normalise, read_observations, write_jsonl
 
 
 @dataclass
@@ -158,32 +153,70 @@ def execute(settings: Settings, resume: Path | None = None, progress=None) -> tu
                      settings.precisions, settings.seed, settings.fd_mode, settings.timing)
     order = {task.id: i for i, task in enumerate(plan.tasks)}
     if resume is None:
-        run_id = new_run_id()
-        run_dir = run_dir_for(settings, run_id)
-        meta = {"run_id": run_id, "command": settings.command, "started": _now(), "seed": settings.seed,
-                "cases": sorted(cases), "frameworks": {fw: FRAMEWORKS[fw].version() for fw in settings.frameworks},
-                "devices": settings.devices, "dtypes": settings.dtypes, "modes": settings.modes,
-                "precisions": settings.precisions, "timing": settings.timing, "threads": settings.threads,
-                "environment": environment(), "settings": settings_record(settings),
-                "latest": settings.out is None, "shard": settings.shard, "executor": settings.executor}
-        _create_run_dir(run_dir, meta)
-        rows = []
+        run_dir, meta, rows = _new_run(settings, cases)
     else:
-        run_dir = Path(resume)
-        meta = json.loads((run_dir / "run.json").read_text())
-        run_id = meta["run_id"]
-        meta.pop("interrupted", None)
-        meta.setdefault("resumed", []).append({"at": _now(), "command": settings.command})
-        # keep one row per planned task; a torn last line (a killed run) is dropped here
-        rows = [r for r in read_observations(run_dir / "observations.jsonl") if r.get("id") in order]
-        try:
-            write_jsonl(run_dir / "observations.jsonl", rows)
-            atomic_write_text(run_dir / "run.json", json.dumps(meta, indent=2, default=str))
-        except OSError as exc:
-            raise OutputError(f"cannot write the run folder {run_dir}: {exc.strerror or exc}") from None
+        run_dir, meta, rows = _resumed_run(Path(resume), settings, order)
     done = {r["id"] for r in rows}
     todo = Plan(tasks=[t for t in plan.tasks if t.id not in done])
-    total = len(plan.tasks)
+    runner, interrupted = _run_tasks(settings, run_dir, todo, rows, cases, progress, already=len(done))
+    rows.sort(key=lambda r: order[r["id"]])
+    records = _records(rows, cases, plan, settings, run_dir, interrupted, meta["run_id"])
+    meta["expected"] = {"files": [str(p) for p in settings.expected],
+                        **known.apply(records, known.entries_for(cases.values(), settings.expected))}
+    # wall time of the whole run: a resumed run adds this session's to the earlier ones'
+    # (a new run's meta has no "seconds" yet)
+    meta["seconds"] = (meta.get("seconds") or 0.0) + time.perf_counter() - start
+    meta["workers"] = _workers(meta.get("workers", []), runner.workers_info)
+    if interrupted is not None:
+        # report.render puts the banner (and `harness report` keeps it) from this
+        meta["interrupted"] = {"signal": interrupted.name, "finished": len(rows), "tasks": len(plan.tasks),
+                               "run_dir": str(run_dir)}
+    try:
+        write_run(run_dir, records, meta)
+    except OSError as exc:
+        raise OutputError(f"writing the results in {run_dir} failed: {exc.strerror or exc}; the observations "
+                          f"are kept: make room, then `python -m harness run --resume {run_dir}`") from None
+    if interrupted is not None:
+        interrupted.run_dir, interrupted.finished, interrupted.total = run_dir, len(rows), len(plan.tasks)
+        raise interrupted
+    if meta.get("latest"):
+        _point_latest(run_dir.resolve())   # resolved: `--resume reports/latest` must not link latest to itself
+    return run_dir, records, meta
+
+
+def _new_run(settings: Settings, cases: dict) -> tuple:
+    """A new run's folder and run.json: (run_dir, meta, rows=[])."""
+    run_id = new_run_id()
+    run_dir = run_dir_for(settings, run_id)
+    meta = {"run_id": run_id, "command": settings.command, "started": _now(), "seed": settings.seed,
+            "cases": sorted(cases), "frameworks": {fw: FRAMEWORKS[fw].version() for fw in settings.frameworks},
+            "devices": settings.devices, "dtypes": settings.dtypes, "modes": settings.modes,
+            "precisions": settings.precisions, "timing": settings.timing, "threads": settings.threads,
+            "environment": environment(), "settings": settings_record(settings),
+            "latest": settings.out is None, "shard": settings.shard, "executor": settings.executor}
+    _create_run_dir(run_dir, meta)
+    return run_dir, meta, []
+
+
+def _resumed_run(run_dir: Path, settings: Settings, order: dict) -> tuple:
+    """A resumed run's folder, its run.json (the resumption noted) and the observations it keeps:
+    one per planned task; a torn last line (a killed run) is dropped."""
+    meta = json.loads((run_dir / "run.json").read_text())
+    meta.pop("interrupted", None)
+    meta.setdefault("resumed", []).append({"at": _now(), "command": settings.command})
+    rows = [r for r in read_observations(run_dir / "observations.jsonl") if r.get("id") in order]
+    try:
+        write_jsonl(run_dir / "observations.jsonl", rows)
+        atomic_write_text(run_dir / "run.json", json.dumps(meta, indent=2, default=str))
+    except OSError as exc:
+        raise OutputError(f"cannot write the run folder {run_dir}: {exc.strerror or exc}") from None
+    return run_dir, meta, rows
+
+
+def _run_tasks(settings: Settings, run_dir: Path, todo: Plan, rows: list, cases: dict, progress,
+               already: int) -> tuple:
+    """Run ``todo`` on the executor, each observation appended to observations.jsonl as it comes
+    (and to ``rows``). Returns (runner, the Interrupted that stopped it or None)."""
     obs_path = run_dir / "observations.jsonl"
 
     def emit(task, message):
@@ -204,14 +237,14 @@ def execute(settings: Settings, resume: Path | None = None, progress=None) -> tu
     runner_type = runner_class(settings.executor)   # harness.run.local.Runner, or the Ray executor's
     runner = runner_type(run_dir, emit, threads=settings.threads, jobs=settings.jobs, task_timeout=settings.timeout,
                          worker_timeout=settings.worker_timeout, memory_limit=settings.memory_limit)
-    interrupted = None
     try:
         obs_file = open(obs_path, "a")
     except OSError as exc:
         raise OutputError(f"cannot write {obs_path}: {exc.strerror or exc}") from None
+    interrupted = None
     try:
         if progress is not None:
-            progress.start(todo.tasks, cases, run_dir, already=len(done))
+            progress.start(todo.tasks, cases, run_dir, already=already)
         runner.run(todo.groups())
     except KeyboardInterrupt:
         interrupted = Interrupted(signal.SIGINT)
@@ -224,8 +257,12 @@ def execute(settings: Settings, resume: Path | None = None, progress=None) -> tu
             pass
         if progress is not None:
             progress.close()
+    return runner, interrupted
 
-    rows.sort(key=lambda r: order[r["id"]])
+
+def _records(rows, cases, plan, settings, run_dir, interrupted, run_id) -> list:
+    """The run's records: the verdicts over every observation, then a record for each case a
+    framework cannot run, each framework not installed and each task an interruption left."""
     records = verdicts.build_records(rows, cases, run_dir / "arrays")
     for case_name, fw, reason in plan.skipped:
         records.append(_skip(case_name, fw, reason))
@@ -234,34 +271,8 @@ def execute(settings: Settings, resume: Path | None = None, progress=None) -> tu
             records.append(_skip(case_name, fw, f"{fw} is not installed: {hint}"))
     if interrupted is not None:
         finished = {r["id"] for r in rows}
-        for task in plan.tasks:
-            if task.id not in finished:
-                records.append(_not_run(task, interrupted.name))
-    records = [normalise(r, run_id) for r in records]
-    meta["expected"] = {"files": [str(p) for p in settings.expected],
-                        **known.apply(records, known.entries_for(cases.values(), settings.expected))}
-    # wall time of the whole run: a resumed run adds this session's to the earlier ones'
-    # (a new run's meta has no "seconds" yet)
-    meta["seconds"] = (meta.get("seconds") or 0.0) + time.perf_counter() - start
-    meta["workers"] = _workers(meta.get("workers", []), runner.workers_info)
-    if interrupted is not None:
-        # report.render puts the banner (and `harness report` keeps it) from this
-        meta["interrupted"] = {"signal": interrupted.name, "finished": len(rows), "tasks": total,
-                               "run_dir": str(run_dir)}
-    try:
-        atomic_write_text(run_dir / "run.json", json.dumps(meta, indent=2, default=str))
-        write_jsonl(run_dir / "results.jsonl", records)
-        meta["plots"] = plots.render_all(records, run_dir)
-        atomic_write_text(run_dir / "report.md", report.render(records, meta))
-    except OSError as exc:
-        raise OutputError(f"writing the results in {run_dir} failed: {exc.strerror or exc}; the observations "
-                          f"are kept: make room, then `python -m harness run --resume {run_dir}`") from None
-    if interrupted is not None:
-        interrupted.run_dir, interrupted.finished, interrupted.total = run_dir, len(rows), total
-        raise interrupted
-    if meta.get("latest"):
-        _point_latest(run_dir.resolve())   # resolved: `--resume reports/latest` must not link latest to itself
-    return run_dir, records, meta
+        records += [_not_run(task, interrupted.name) for task in plan.tasks if task.id not in finished]
+    return [normalise(r, run_id) for r in records]
 
 
 def _workers(before: list, info: dict) -> list:
@@ -296,3 +307,7 @@ def _point_latest(run_dir: Path) -> None:
             tmp.unlink()
         except OSError:
             pass
+
+
+__all__ = ["environment", "execute", "load_settings", "new_run_id", "run_dir_for", "Settings",
+           "settings_record"]

@@ -12,6 +12,7 @@ import os
 import threading
 from pathlib import Path
 
+
 SCHEMA = 1
 
 #: fields every record has (others depend on the check)
@@ -19,7 +20,6 @@ FIELDS = ("schema", "run_id", "case", "framework", "framework_version", "device"
           "dtype", "mode", "precision", "check", "param", "verdict", "cause", "max_abs_err",
           "max_rel_err", "worst_index", "got", "expected", "atol", "rtol", "message")
 
-VERDICTS = ("pass", "diverge", "nan", "error", "skipped")
 
 
 def _clean(value):
@@ -113,3 +113,7 @@ def as_float(value):
         except ValueError:
             return value
     return value
+
+
+__all__ = ["FIELDS", "SCHEMA", "as_float", "atomic_write_text", "normalise", "read_jsonl",
+           "read_observations", "write_jsonl"]

@@ -11,11 +11,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from harness.errors import RunFolderError
 from harness.store.records import SCHEMA, read_jsonl, read_observations
-
-
-class RunError(ValueError):
-    """A run that cannot be read: reported as one line, exit code 2."""
 
 
 @dataclass
@@ -46,16 +43,16 @@ class Run:
 
     def observations(self) -> list:
         """The raw observation rows (one per task id, the last answer winning); a torn last line
-        (a run killed mid-write) is ignored, any other line that is not JSON is a RunError."""
+        (a run killed mid-write) is ignored, any other line that is not JSON is a RunFolderError."""
         if self.cached_observations is None:
             if not self.observations_path.is_file():
                 return []
             try:
                 self.cached_observations = read_observations(self.observations_path, strict=True)
             except ValueError as exc:
-                raise RunError(str(exc)) from None
+                raise RunFolderError(str(exc)) from None
             except OSError as exc:
-                raise RunError(f"cannot read {self.observations_path}: {exc.strerror or exc}") from None
+                raise RunFolderError(f"cannot read {self.observations_path}: {exc.strerror or exc}") from None
         return self.cached_observations
 
 
@@ -65,24 +62,24 @@ def load(spec) -> Run:
     if path.is_dir():
         folder, results = path, path / "results.jsonl"
         if not results.is_file():
-            raise RunError(f"{path} has no results.jsonl (is it a run folder?)")
+            raise RunFolderError(f"{path} has no results.jsonl (is it a run folder?)")
     elif path.is_file():
         folder, results = path.parent, path
     else:
-        raise RunError(f"no run folder or results file at {path}")
+        raise RunFolderError(f"no run folder or results file at {path}")
     try:
         records = read_jsonl(results)
     except ValueError as exc:
-        raise RunError(str(exc)) from None
+        raise RunFolderError(str(exc)) from None
     except OSError as exc:
-        raise RunError(f"cannot read {results}: {exc.strerror or exc}") from None
+        raise RunFolderError(f"cannot read {results}: {exc.strerror or exc}") from None
     bad = [r for r in records if not isinstance(r, dict) or "check" not in r or "case" not in r]
     if bad:
-        raise RunError(f"{results}: not a gradharness results file (a line without case/check)")
+        raise RunFolderError(f"{results}: not a gradharness results file (a line without case/check)")
     schemas = {r.get("schema") for r in records}
     unknown = sorted(str(s) for s in schemas if s != SCHEMA)
     if unknown:
-        raise RunError(f"{results}: results schema {', '.join(unknown)}; this gradharness reads schema {SCHEMA}")
+        raise RunFolderError(f"{results}: results schema {', '.join(unknown)}; this gradharness reads schema {SCHEMA}")
     for r in records:          # fields the report expects on every record
         r.setdefault("param", "*")
         r.setdefault("verdict", "error")
@@ -138,4 +135,4 @@ def derive_meta(records) -> dict:
     }
 
 
-__all__ = ["Run", "RunError", "derive_meta", "load"]
+__all__ = ["Run", "derive_meta", "load"]

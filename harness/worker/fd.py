@@ -317,3 +317,8 @@ def noise_level(evaluate_directions, params: list, rng: np.random.Generator) -> 
     if sigma[6] == 0.0:
         return 0.0
     return sigma[6] if 0.25 <= sigma[5] / sigma[6] <= 4.0 else float("nan")
+
+
+__all__ = ["BASE_STEP", "CENTRAL_STEP", "CHUNK_BYTES", "COMPLEX_STEP", "EPS64", "KINK_RTOL", "NOISE_POINTS",
+           "NOISE_STEP", "UNRELIABLE_RTOL", "complex_step", "directional", "FDResult", "full",
+           "gradient_directional", "localise", "noise_level", "random_directions", "steps_for"]

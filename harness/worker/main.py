@@ -20,12 +20,8 @@ import faulthandler
 import functools
 import json
 import os
-import random
 import signal
 import sys
-import time
-import traceback
-import zlib
 
 import numpy as np
 
@@ -43,34 +39,6 @@ def _jsonable(value):
     return str(value)
 
 
-def _tail(exc: BaseException, lines: int = 12) -> str:
-    """The traceback's last lines (innermost frames and the error), for the record."""
-    text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-    return "\n".join(text.strip().splitlines()[-lines:])
-
-
-def _one_line(exc: BaseException) -> str:
-    first = (str(exc).strip().splitlines() or [""])[0]
-    return f"{type(exc).__name__}: {first}".strip().rstrip(":")[:400]
-
-
-#: fragments of framework messages that mean an allocation failed (torch CPU/CUDA, XLA, TF)
-OOM_PATTERNS = ("out of memory", "can't allocate memory", "cannot allocate memory", "resource_exhausted",
-                "oom when allocating", "bad_alloc", "resourceexhausted", "outofmemory")
-
-
-def is_out_of_memory(exc: BaseException) -> bool:
-    text = f"{type(exc).__name__} {exc}".lower()
-    return isinstance(exc, MemoryError) or any(p in text for p in OOM_PATTERNS)
-
-
-def reason_for(exc: BaseException) -> str:
-    """One line for the report: what went wrong, out-of-memory named as such."""
-    if is_out_of_memory(exc):
-        return f"out of memory: {_one_line(exc)}"
-    return _one_line(exc)
-
-
 def save_arrays(path: str, arrays: dict) -> None:
     """Write atomically: a reader never sees half an .npz (nor a full disk half a file)."""
     tmp = f"{path}.tmp.{os.getpid()}"
@@ -84,6 +52,12 @@ def save_arrays(path: str, arrays: dict) -> None:
         except OSError:
             pass
         raise
+
+
+def _save_as_named(path: str, arrays: dict) -> str:
+    """run_task's ``keep_arrays`` here: the file the parent named, which the answer names back."""
+    save_arrays(path, arrays)
+    return os.path.basename(path)
 
 
 def _die_with_parent() -> None:
@@ -121,25 +95,18 @@ def limit_memory(limit_bytes: int, device: str) -> str:
     return f"address space limited to {limit / 2**30:.2f} GiB"
 
 
-def seed_global_rngs(seed: int, case_name: str) -> None:
-    """Cases draw randomness from make's rng; should one reach for numpy's or Python's global
-    generator anyway, it too depends on the seed (and the case) only, not on the task order."""
-    value = zlib.crc32(f"{seed}/{case_name}".encode())
-    np.random.seed(value)
-    random.seed(value)
-
-
 def _start(framework: str, device: str, threads, precision: str):
     """Import the framework and set it up: (adapter, hello) or (None, a fatal message); the
     parent turns a fatal message into error (or skipped) records for every task."""
     from adapters import load
     from adapters.base import Unsupported
+    from harness.worker.task import reason_for, traceback_tail
 
     try:
         adapter = load(framework)
     except Exception as exc:  # noqa: BLE001 - a broken install: every task of this worker an error
         return None, {"type": "fatal", "status": "error",
-                      "reason": f"{framework} failed to import: {reason_for(exc)}", "traceback": _tail(exc)}
+                      "reason": f"{framework} failed to import: {reason_for(exc)}", "traceback": traceback_tail(exc)}
     try:
         policy = adapter.setup(device, int(threads), precision)
         return adapter, {"type": "hello", "version": adapter.version(), "device_name": adapter.device_name(),
@@ -148,7 +115,7 @@ def _start(framework: str, device: str, threads, precision: str):
         return None, {"type": "fatal", "status": "skipped", "reason": str(exc)}
     except Exception as exc:  # noqa: BLE001
         return None, {"type": "fatal", "status": "error",
-                      "reason": f"{framework} failed to start: {reason_for(exc)}", "traceback": _tail(exc)}
+                      "reason": f"{framework} failed to start: {reason_for(exc)}", "traceback": traceback_tail(exc)}
 
 
 def main(argv=None) -> int:
@@ -169,12 +136,10 @@ def main(argv=None) -> int:
     if note:
         print(f"[harness] {note}", file=sys.stderr, flush=True)
 
-    from adapters.base import Unsupported
-    from harness.worker import observe
-
     # a framework's warning on import or setup (PYTHONWARNINGS=error) is recorded in the hello
     from harness.define import loader
     from harness.worker import warning_log
+    from harness.worker.task import run_task
     with warning_log.capture() as startup:
         adapter, answer = _start(framework, device, threads, precision)
     if startup and adapter is not None:
@@ -189,28 +154,14 @@ def main(argv=None) -> int:
             continue
         task = json.loads(line)
         print(f"[harness] task {task['id']}", file=sys.stderr, flush=True)
-        start = time.perf_counter()
         reply = {"type": "result", "id": task["id"]}
-        seen: list = []
-        try:
-            seed_global_rngs(task["seed"], task["case"])
-            case = find(task["case"], task["source"])
-            observation, arrays = observe.run(adapter, case, task, seen)
-            if arrays:
-                save_arrays(task["arrays"], arrays)
-                reply["arrays"] = os.path.basename(task["arrays"])
-            reply.update(observation, status="ok")
-        except Unsupported as exc:
-            reply.update(status="skipped", reason=str(exc))
-        except Exception as exc:  # noqa: BLE001 - any failure of a case is a record, not a crash
-            reply.update(status="error", reason=reason_for(exc), traceback=_tail(exc),
-                         **({"cause": exc.cause} if isinstance(exc, observe.AutodiffError) else {}))
-        if seen and reply["status"] != "ok":
-            reply["warnings"] = seen
-        reply["policy"] = adapter.precision_policy()
-        reply["seconds"] = time.perf_counter() - start
+        reply.update(run_task(adapter, task, lambda: find(task["case"], task["source"]),
+                              lambda arrays: _save_as_named(task["arrays"], arrays)))
         _send(protocol, reply)
     return 0
+
+
+__all__ = ["limit_memory", "main", "save_arrays"]
 
 
 if __name__ == "__main__":

@@ -7,28 +7,20 @@ in the parent, by harness/judge/verdicts.py, which sees every framework at once.
 from __future__ import annotations
 
 import time
-import zlib
 
 import numpy as np
 
-from harness.worker import fd
-
-from harness.worker import warning_log
 from harness.case import Case, input_digest
+from harness.define.seeding import case_rng
 from harness.judge.tolerance import gradient_norm, gradient_scale, lookup
+from harness.vocab import HVP_METHODS, SECOND_ORDER_TAG
+from harness.worker import fd
+from harness.worker import warning_log
 
 #: above this many differentiated elements, `auto` FD switches from full to directional
 FULL_FD_LIMIT = 20_000
 #: random directions for directional FD and for the forward-mode check
 DIRECTIONS = 4
-#: cases with this tag also get Hessian-vector products checked against FD of the gradient
-SECOND_ORDER_TAG = "twice-differentiable"
-HVP_METHODS = ("fwd-over-rev", "rev-over-rev")
-
-
-def case_rng(seed: int, case_name: str, purpose: str = "make") -> np.random.Generator:
-    """The same parameters, inputs and directions in every framework and every run."""
-    return np.random.default_rng([seed, zlib.crc32(case_name.encode()), zlib.crc32(purpose.encode())])
 
 
 class Problem:
@@ -402,3 +394,7 @@ def _hvp(adapter, problem, case, task, arrays):
         arrays[f"hvp_fd/{name}"] = e
         arrays[f"hvp_fd_error/{name}"] = r
     return info
+
+
+__all__ = ["DIRECTIONS", "FULL_FD_LIMIT", "AutodiffError", "NonFiniteLoss",
+           "Problem", "failure", "run"]

@@ -121,22 +121,6 @@ def _quieter(a: Measurement, b: Measurement) -> bool:
     return (len(a.contention), a.cpu_wait or 0.0, -share(a)) < (len(b.contention), b.cpu_wait or 0.0, -share(b))
 
 
-def record_fields(m: dict, timing: dict | None = None) -> dict:
-    """What a timing record carries about its machine, from a measurement's as_dict() (an
-    observation's timing phase) and its timing observation: rows from before contention was
-    measured read as not contended."""
-    out = {"contended": bool(m.get("contended")), "contention": list(m.get("contention") or []),
-           "load": m.get("load"), "cpu_per_wall": m.get("cpu_per_wall"), "cpu_wait": m.get("cpu_wait"),
-           "cpu_others": m.get("cpu_others"), "cpu_stolen": m.get("cpu_stolen"),
-           "attempts": m.get("attempts", 1),
-           "calibration_share": {k: c["share"] for k, c in (m.get("calibration") or {}).items()
-                                 if c and c.get("share") is not None},
-           "timing_case": bool((timing or {}).get("timing_case"))}
-    if out["contended"]:
-        out["message"] = "contended: " + "; ".join(out["contention"])
-    return out
-
-
 def blocked_autorange(call, sync, min_run_time=0.2, min_block_time=2e-3, min_blocks=5,
                       max_block=1 << 20, clock=time.perf_counter, first_call: float | None = None,
                       cpu_clock=time.process_time) -> Measurement:
@@ -190,4 +174,4 @@ def _block(call, sync, n, clock) -> float:
 
 
 __all__ = ["MAX_OVERHEAD", "Measurement", "NOISY_IQR", "PRESETS", "RETRIES", "TIMING_TAG", "blocked_autorange",
-           "measure", "record_fields"]
+           "measure"]
