@@ -74,3 +74,28 @@ def test_both_names_the_two_modes_and_the_two_precisions_as_the_help_says():
     proc = harness("run", "--help")
     help_text = " ".join(proc.stdout.split())
     assert "both (eager,compiled)" in help_text and "both (default,highest)" in help_text
+
+
+def test_a_case_file_imports_the_modules_beside_it(tmp_path):
+    """`import mymodel` in a case file (and inside its loss, at call time in the worker) finds
+    mymodel.py in the case file's folder; a `cases/` folder there does not shadow the built-in one."""
+    from tests.helpers import results
+
+    (tmp_path / "mymodel.py").write_text("SIZE = 3\n\ndef loss(ops, p, i):\n    return ops.sum(ops.tanh(p['w']))\n")
+    (tmp_path / "cases").mkdir()
+    (tmp_path / "cases" / "__init__.py").write_text("raise RuntimeError('the built-in cases package was shadowed')\n")
+    (tmp_path / "porting.py").write_text(
+        "import mymodel\nfrom harness import Case\n\n"
+        "def lazy_loss(ops, p, i):\n    import mymodel as m\n    return m.loss(ops, p, i)\n\n"
+        "port = Case(name='sibling_import', make=lambda rng: ({'w': rng.normal(size=mymodel.SIZE)}, {}),\n"
+        "            loss=lazy_loss)\n")
+    out = tmp_path / "run"
+    proc = harness("run", "--cases", f"linear_mse,{tmp_path / 'porting.py'}", "--frameworks", "torch", "--dtypes",
+                   "float64", "--timing", "off", "--quiet", "--out", out)
+    assert proc.returncode == 0, proc.stderr
+    records = results(out)
+    assert {r["case"] for r in records} == {"linear_mse", "sibling_import"}
+    mine = [r for r in records if r["case"] == "sibling_import"]
+    assert mine and all(r["verdict"] == "pass" for r in mine), [r for r in mine if r["verdict"] != "pass"]
+    listed = harness("list", "--cases", tmp_path / "porting.py")
+    assert listed.returncode == 0 and "sibling_import" in listed.stdout

@@ -45,6 +45,12 @@ def load_file(path: str | Path) -> list[Case]:
     else:
         spec = importlib.util.spec_from_file_location(module_name, path)
         module = importlib.util.module_from_spec(spec)
+        # the file's own folder is importable: `import model` beside a case file finds model.py
+        # there, at import time and later inside the case's functions. Appended, not prepended,
+        # so a file or folder there never shadows the harness's own packages or an installed one
+        folder = str(path.parent)
+        if folder not in sys.path:
+            sys.path.append(folder)
         # the harness writes only under its output folder: no __pycache__ beside the user's file
         dont_write, sys.dont_write_bytecode = sys.dont_write_bytecode, True
         try:
