@@ -80,6 +80,9 @@ CAUSES = {
     "nondeterminism": "the same computation twice gave different gradients",
     "framework-error": "the framework's own autodiff raised on standard ops (a framework bug, not the case's code)",
     "custom-gradient": "a custom gradient the case defines cannot be differentiated as the case declares",
+    "unused-parameter": "the loss does not depend on a parameter in one framework (its gradient is identically 0 "
+                        "there, not in the other): a port that never uses the weight, or a name that does not "
+                        "reach the model",
 }
 
 #: what names one task, and so one observation: a case on a framework in one setting

@@ -109,8 +109,25 @@ def _against(o: Observation, ref: Observation, check: str, tol: Tolerance, other
                 rec["cause"] = "default-semantics"
                 rec["message"] = (f"{o.framework} and {ref.framework} agree along symmetric perturbations only: they "
                                   "differ in the gradient convention for a symmetric matrix input")
+            elif comparison.verdict == "diverge" and other is not None:
+                _note_independence(rec, param, got[param], expected[param], o, ref)
         out.append(_counterpart(rec, ref, other))
     return out
+
+
+def _note_independence(rec: dict, param: str, got, expected, o: Observation, ref: Observation) -> None:
+    """A parameter whose gradient is identically zero in one framework and not in the other:
+    there the loss does not depend on it (a port that never uses the weight, a mistyped name
+    that left the module's own value in place). Recorded as ``independent_in``; causes.py names
+    it, after an autodiff bug (the framework's own FD disagreeing) is ruled out."""
+    zero_got, zero_expected = not np.any(got), not np.any(expected)
+    if zero_got == zero_expected:
+        return
+    zero, nonzero = (o, ref) if zero_got else (ref, o)
+    rec["independent_in"] = zero.framework
+    rec["message"] = (f"the loss does not depend on {param!r} in {zero.framework}: its gradient is identically 0 "
+                      f"there and not in {nonzero.framework} (a parameter the port never uses, or a name that "
+                      f"does not reach the model)")
 
 
 def _kinks(fd_refs, param, shape) -> tuple:
