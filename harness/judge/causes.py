@@ -107,9 +107,6 @@ def _name_cause(rec: dict, ev: _Evidence) -> None:
         rec["cause"] = "ad-bug"
         rec["message"] = f"{', '.join(buggy)} fails its finite-difference check"
         return
-    if rec.get("independent_in"):   # its message (verdicts._note_independence) says where
-        rec["cause"] = "unused-parameter"
-        return
     noisy_here = [fw for fw in frameworks if (rec["case"], fw) in ev.noisy]
     if rec["dtype"] == "float64" and noisy_here and (rec.get("max_rel_err") or 0.0) <= NOISE_EXPLAINS:
         # a noisy evaluation also makes finite differences see kinks that are not there
@@ -119,6 +116,9 @@ def _name_cause(rec: dict, ev: _Evidence) -> None:
     if rec["check"] in ("pairwise", "reference") and _at_kinks(rec, ev.reference_of, frameworks):
         rec["cause"] = "nondiff-convention"
         rec["message"] = "differs only at non-differentiable elements"
+        return
+    if rec.get("independent_in"):   # a zero subgradient at a kink is a convention (above), not this
+        rec["cause"] = "unused-parameter"   # its message (verdicts._note_independence) says where
         return
     if _reduced_precision(rec, ev.off_reference):
         return

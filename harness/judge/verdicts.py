@@ -119,7 +119,8 @@ def _note_independence(rec: dict, param: str, got, expected, o: Observation, ref
     """A parameter whose gradient is identically zero in one framework and not in the other:
     there the loss does not depend on it (a port that never uses the weight, a mistyped name
     that left the module's own value in place). Recorded as ``independent_in``; causes.py names
-    it, after an autodiff bug (the framework's own FD disagreeing) is ruled out."""
+    it once an autodiff bug (the framework's own FD disagreeing) and a kink (a zero subgradient is
+    a convention there) are ruled out."""
     zero_got, zero_expected = not np.any(got), not np.any(expected)
     if zero_got == zero_expected:
         return
