@@ -92,9 +92,10 @@ TASK_FIELDS = ("case", "framework", "device", "dtype", "mode", "precision")
 RECORD_FIELDS = TASK_FIELDS + ("check", "param", "method", "other_framework")
 
 
-def task_key(row: dict) -> tuple:
-    """The task an observation or a record belongs to."""
-    return tuple(row.get(f) for f in TASK_FIELDS)
+def task_key(row: dict, drop: tuple = ()) -> tuple:
+    """The task an observation or a record belongs to; ``drop``: fields left out (e.g.
+    ``("framework",)``: one setting, every framework in it)."""
+    return tuple(row.get(f) for f in TASK_FIELDS if f not in drop)
 
 
 def record_key(record: dict, drop: tuple = ()) -> tuple:

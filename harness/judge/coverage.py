@@ -21,7 +21,8 @@ from __future__ import annotations
 from itertools import combinations
 
 from harness.plan.tasks import is_reference
-from harness.vocab import HVP_METHODS, RECORD_FIELDS, SECOND_ORDER_TAG, TASK_FIELDS, TIMING_PHASES, record_key
+from harness.vocab import (HVP_METHODS, RECORD_FIELDS, SECOND_ORDER_TAG, TASK_FIELDS, TIMING_PHASES, record_key,
+                           task_key)
 
 
 class _Row:
@@ -54,7 +55,7 @@ class _Row:
 def implied(rows: list, cases: dict) -> list:
     """Every check key the observation ``rows`` imply, in a deterministic order."""
     rows = [_Row(r) for r in rows]
-    by_setting = {(r.case, r.framework, r.device, r.dtype, r.mode, r.precision): r for r in rows}
+    by_setting = {task_key(r.row): r for r in rows}
     keys = []
     for r in rows:
         if not r.ok:
@@ -73,11 +74,11 @@ def implied(rows: list, cases: dict) -> list:
                     keys += [r.key("hvp", p, m) for m in HVP_METHODS for p in r.params]
         else:
             keys += [r.key("reference", p) for p in r.params]
-        if r.mode == "compiled" and (r.case, r.framework, r.device, r.dtype, "eager", r.precision) in by_setting:
+        if r.mode == "compiled" and task_key({**r.row, "mode": "eager"}) in by_setting:
             keys += [r.key("compiled", p) for p in r.params]
     groups: dict = {}
     for r in rows:
-        groups.setdefault((r.case, r.device, r.dtype, r.mode, r.precision), []).append(r)
+        groups.setdefault(task_key(r.row, drop=("framework",)), []).append(r)
     for members in groups.values():
         for a, b in combinations(sorted(members, key=lambda r: r.framework), 2):
             if a.ok or b.ok:

@@ -19,6 +19,7 @@ from harness.judge.own_checks import base_record, kink_message, make_record, own
 from harness.judge.observation import Observation
 from harness.judge.tolerance import Tolerance, lookup
 from harness.plan.tasks import is_reference
+from harness.vocab import task_key
 
 
 def build_records(rows: list, cases: dict, arrays) -> list:
@@ -42,7 +43,7 @@ def build_records(rows: list, cases: dict, arrays) -> list:
             records += _against_twin(o, reference_task.get((o.case, o.framework)), "reference", overrides,
                                      "the float64 reference task has no observation")
         if o.mode == "compiled":
-            eager = by_key.get((o.case, o.framework, o.device, o.dtype, "eager", o.precision))
+            eager = by_key.get(task_key({**o.row, "mode": "eager"}))
             if eager is not None:
                 records += _against_twin(o, eager, "compiled", overrides)
     records += _pair_checks(observations, cases, {k: o for k, o in reference_task.items() if o.ok})
@@ -67,7 +68,7 @@ def _pair_checks(observations: list, cases: dict, reference_of: dict) -> list:
     records = []
     groups: dict = {}
     for o in observations:
-        groups.setdefault((o.case, o.device, o.dtype, o.mode, o.precision), []).append(o)
+        groups.setdefault(task_key(o.row, drop=("framework",)), []).append(o)
     for members in groups.values():
         members.sort(key=lambda o: o.framework)
         for a, b in combinations(members, 2):
