@@ -75,3 +75,14 @@ def test_flax_nnx_glue_names_roles_trace_taps_and_jit():
     assert nnx.Linear.__dict__["__call__"] is linear_call and "__call__" not in nnx.List.__dict__  # restored
     with pytest.raises(KeyError, match="l1/kernle"):
         glue.traced({"l1/kernle": values["l1/kernel"]}, x, None)
+
+
+def test_each_worker_runs_keras_on_its_own_framework_and_the_parent_is_untouched():
+    import os
+
+    from harness.run.local import worker_env
+
+    before = os.environ.get("KERAS_BACKEND")
+    assert {fw: worker_env(fw, "cpu", 1)["KERAS_BACKEND"] for fw in ("torch", "jax", "tensorflow")} == \
+        {"torch": "torch", "jax": "jax", "tensorflow": "tensorflow"}
+    assert os.environ.get("KERAS_BACKEND") == before

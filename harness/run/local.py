@@ -57,6 +57,8 @@ def worker_env(framework: str, device: str, threads: int) -> dict:
     env["TF_FORCE_GPU_ALLOW_GROWTH"] = "true"
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     env["PYTHONHASHSEED"] = "0"
+    # Keras 3 fixes its backend at import: a Keras model in this worker runs on its framework
+    env["KERAS_BACKEND"] = framework
     env["HARNESS_PARENT_PID"] = str(os.getpid())
     env["PYTHONUNBUFFERED"] = "1"
     if threads:
