@@ -75,6 +75,11 @@ class Adapter(BatchedEvaluation):
         """Human name of the selected device (CPU model or GPU name)."""
         raise NotImplementedError
 
+    def seeded_build(self, builder, seed: int):
+        """``builder()`` with this framework's global generator seeded by the task (a module's
+        initial weights), the generator's state restored afterwards."""
+        return builder()
+
     # ---- conversion ------------------------------------------------------------------
     def asarray(self, array: np.ndarray, dtype: str | None):
         """numpy -> native on the selected device; floating arrays cast to ``dtype``,

@@ -304,6 +304,11 @@ class TorchAdapter(Adapter):
             found.append("mps")
         return found
 
+    def seeded_build(self, builder, seed: int):
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return builder()
+
     def setup(self, device: str, threads: int, precision: str) -> dict:
         if device == "cuda" and not torch.cuda.is_available():
             raise Unsupported("this torch build sees no CUDA device")

@@ -3,7 +3,7 @@
 The public API is ``Case`` (harness.case); everything else is reached through
 ``python -m harness``. This package never imports a framework.
 """
-from .case import Case, CaseError
+from .case import Case, CaseError, ModuleCase
 
-__all__ = ["Case", "CaseError"]
+__all__ = ["Case", "CaseError", "ModuleCase"]
 __version__ = "0.1.0"

@@ -123,6 +123,70 @@ class Case:
         return (self.doc or "").strip().splitlines()[0] if self.doc else ""
 
 
+#: the frameworks a Keras 3 model runs under, one worker (one Keras backend) each
+KERAS_BACKENDS = ("torch", "jax", "tensorflow")
+
+
+@dataclass(frozen=True)
+class ModuleCase(Case):
+    """A case from the modules a porter has: ``modules`` maps a framework (or ``'keras'``: one
+    Keras 3 model definition, run under each Keras backend) to a builder returning the module;
+    ``make(rng)`` returns the inputs only; ``loss(ops, output, inputs)`` is neutral (or
+    ``native[fw](output, inputs)``). The parameters are the reference module's (``reference``,
+    default torch, else the first framework), named and laid out as it has them; every other
+    framework's module gets the same values through the weight mapping
+    (harness/define/port_mapping.py), ``mapping={fw: {reference name: port name}}`` pinning any
+    pair by name. ``call`` (one function or one per framework) says how the model is called,
+    ``call(model, inputs)``; by default on the inputs positionally. ``train``: training mode
+    (batch statistics, dropout) instead of evaluation mode."""
+    modules: dict | None = None
+    call: object = None
+    mapping: dict | None = None
+    reference: str | None = None
+    train: bool = False
+
+    def __post_init__(self):
+        super().__post_init__()
+        if not isinstance(self.modules, dict) or not self.modules or \
+                not all(callable(b) for b in self.modules.values()):
+            raise CaseError(f"case {self.name}: modules must map a framework (or 'keras') to a builder() -> module")
+        if "keras" in self.modules and len(self.modules) > 1:
+            raise CaseError(f"case {self.name}: a 'keras' model runs under every backend; give it alone")
+        if self.reference is not None and self.reference not in self.frameworks(KERAS_BACKENDS):
+            raise CaseError(f"case {self.name}: reference {self.reference!r} is not one of its frameworks")
+
+    def frameworks(self, available) -> list:
+        return [fw for fw in available if fw in self.modules or "keras" in self.modules]
+
+    def reference_framework(self) -> str:
+        if self.reference:
+            return self.reference
+        if "keras" in self.modules:
+            return "tensorflow"
+        return "torch" if "torch" in self.modules else next(iter(self.modules))
+
+    def builder(self, framework: str):
+        return self.modules.get(framework) or self.modules.get("keras")
+
+    def call_for(self, framework: str):
+        return self.call.get(framework) if isinstance(self.call, dict) else self.call
+
+    def pinned(self, framework: str) -> dict:
+        return dict((self.mapping or {}).get(framework) or {})
+
+    def implementation(self, framework: str):
+        """('native', fn(output, inputs)) or ('neutral', fn(ops, output, inputs))."""
+        return super().implementation(framework)
+
+    def build(self, rng: np.random.Generator):
+        """Only the inputs are made here (the parameters are the reference module's):
+        (None, inputs, None)."""
+        made = self.make(rng)
+        if not isinstance(made, dict):
+            raise CaseError(f"case {self.name}: a module case's make returns the inputs, a dict of arrays")
+        return None, self._arrays(made, "inputs"), None
+
+
 def _foreign(value) -> str:
     """What ``value`` is ('a torch.Tensor', 'a list holding a jaxlib.ArrayImpl') when it is not
     numpy or plain Python numbers; '' when it is. A framework tensor is refused rather than
@@ -151,4 +215,4 @@ def input_digest(params: dict, inputs: dict) -> str:
     return h.hexdigest()
 
 
-__all__ = ["Case", "CaseError", "input_digest"]
+__all__ = ["Case", "CaseError", "KERAS_BACKENDS", "ModuleCase", "input_digest"]

@@ -152,9 +152,26 @@ def _replace_first(value, old, new, is_array):
     return value
 
 
+def out_in_role(layer_type: str, local: str, convs: tuple, norms: tuple) -> str:
+    """The role of ``local`` ('weight', 'bias', ...) in a layer that keeps torch's layouts
+    (torch.nn, Equinox): Linear (out, in), conv OI + spatial, an embedding table, a norm's scale."""
+    if local == "bias":
+        return "bias"
+    if local == "weight":
+        if layer_type == "Linear":
+            return "dense.out_in"
+        if layer_type in convs:
+            return "conv.out_in"
+        if layer_type == "Embedding":
+            return "embedding"
+        if layer_type in norms:
+            return "scale"
+    return "plain"
+
+
 def as_float64(array) -> np.ndarray:
     a = np.asarray(array)
     return a.astype(np.float64) if np.issubdtype(a.dtype, np.floating) else a
 
 
-__all__ = ["Event", "EventLog", "ModuleGlue", "Param", "ROLES", "as_float64"]
+__all__ = ["Event", "EventLog", "ModuleGlue", "Param", "ROLES", "as_float64", "out_in_role"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from adapters.modules.base import EventLog, ModuleGlue, Param, as_float64
+from adapters.modules.base import EventLog, ModuleGlue, Param, as_float64, out_in_role
 
 _NORMS = ("LayerNorm", "GroupNorm", "RMSNorm", "BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "InstanceNorm1d",
           "InstanceNorm2d", "InstanceNorm3d", "LocalResponseNorm")
@@ -24,20 +24,9 @@ def _role(layer_type: str, local: str) -> tuple:
         if local.startswith("bias_"):
             return "rnn.bias", gates
         return "plain", ""
-    if local == "bias":
-        return "bias", ""
     if local in ("running_mean", "running_var"):
         return "stat", ""
-    if local == "weight":
-        if layer_type == "Linear":
-            return "dense.out_in", ""
-        if layer_type in _CONVS:
-            return "conv.out_in", ""
-        if layer_type == "Embedding":
-            return "embedding", ""
-        if layer_type in _NORMS:
-            return "scale", ""
-    return "plain", ""
+    return out_in_role(layer_type, local, _CONVS, _NORMS), ""
 
 
 class TorchModuleGlue(ModuleGlue):

@@ -70,7 +70,7 @@ def _observe(a, case, dtype: str, mode: str, seed: int, fd_mode: str, held: dict
             "timing": None}
     row = {"case": case.name, "framework": a.name, "device": "cpu", "dtype": dtype, "mode": mode,
            "precision": "default", "version": a.version(), "task": {"fd": is_ref, "fd_mode": fd_mode, "timing": None}}
-    row.update(run_task(a, task, lambda: case, keep))
+    row.update(run_task(a, task, lambda: case, keep, reference=adapter))
     return row
 
 

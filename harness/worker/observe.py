@@ -10,11 +10,12 @@ import time
 
 import numpy as np
 
-from harness.case import Case, input_digest
+from harness.case import Case, ModuleCase, input_digest
 from harness.define.seeding import case_rng
 from harness.judge.tolerance import gradient_norm, gradient_scale, lookup
 from harness.vocab import HVP_METHODS, SECOND_ORDER_TAG
 from harness.worker import fd
+from harness.worker.module_problem import ModuleProblem
 from harness.worker import warning_log
 
 #: above this many differentiated elements, `auto` FD switches from full to directional
@@ -58,7 +59,15 @@ class Problem:
                 for n, a in zip(self.wrt, arrays)]
 
 
-def run(adapter, case: Case, task: dict, warnings_seen: list | None = None) -> tuple[dict, dict]:
+def make_problem(adapter, case: Case, dtype: str, seed: int, made=None, reference=None):
+    """A Problem, or a ModuleProblem for a module case (``reference``: framework -> adapter, in
+    a process that holds every framework)."""
+    if isinstance(case, ModuleCase):
+        return ModuleProblem(adapter, case, dtype, seed, reference=reference, made=made)
+    return Problem(adapter, case, dtype, seed, made=made)
+
+
+def run(adapter, case: Case, task: dict, warnings_seen: list | None = None, reference=None) -> tuple[dict, dict]:
     """Compute what ``task`` asks for. Returns (observation, arrays).
 
     Every warning raised meanwhile (the framework's own, or the case's) is recorded, never raised
@@ -66,7 +75,7 @@ def run(adapter, case: Case, task: dict, warnings_seen: list | None = None) -> t
     ``warnings_seen`` when given."""
     with warning_log.capture() as caught:
         try:
-            obs, arrays = _run(adapter, case, task)
+            obs, arrays = _run(adapter, case, task, reference)
         finally:
             seen = caught.rows(warning_log.case_files(case))
             if warnings_seen is not None:
@@ -76,11 +85,15 @@ def run(adapter, case: Case, task: dict, warnings_seen: list | None = None) -> t
     return obs, arrays
 
 
-def _run(adapter, case: Case, task: dict) -> tuple[dict, dict]:
+def _run(adapter, case: Case, task: dict, reference=None) -> tuple[dict, dict]:
     compiled = task["mode"] == "compiled"
-    problem = Problem(adapter, case, task["dtype"], task["seed"])
+    problem = make_problem(adapter, case, task["dtype"], task["seed"], reference=reference)
     # what make built, for the judge: observations of differing inputs are never compared
     obs = {"params": {n: list(a.shape) for n, a in problem.canonical.items()}, "inputs_digest": problem.digest}
+    if isinstance(problem, ModuleProblem):
+        # the module's kind and the weight mapping it was checked through, for the report
+        obs["module"] = {"kind": problem.glue.kind, "reference": case.reference_framework(),
+                         "mapping": problem.mapping_rows()}
     arrays = {}
 
     grad_call = adapter.grad_fn(problem.f, compiled)
@@ -318,7 +331,7 @@ def _complex_step(adapter, problem, case, task, arrays, native_points):
     in complex128; a function that is not complex-analytic there (relu, abs, comparisons) is
     skipped with the framework's reason."""
     try:
-        complex_problem = Problem(adapter, case, "complex128", task["seed"], made=problem.made)
+        complex_problem = make_problem(adapter, case, "complex128", task["seed"], made=problem.made)
         estimate = fd.complex_step(
             lambda i, idx, h: adapter.complex_step_np(complex_problem.f, complex_problem.xs, i, idx, h),
             native_points)

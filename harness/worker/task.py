@@ -44,7 +44,8 @@ def reason_for(exc: BaseException) -> str:
     return _one_line(exc)
 
 
-def run_task(adapter, task: dict, get_case: Callable[[], Case], keep_arrays: Callable[[dict], str]) -> dict:
+def run_task(adapter, task: dict, get_case: Callable[[], Case], keep_arrays: Callable[[dict], str],
+             reference: Callable | None = None) -> dict:
     """Run ``task`` (observe.run's fields, plus ``case`` and ``seed``) on a set-up ``adapter``:
     the answer's fields, never an exception, since any failure of a case is a record.
 
@@ -53,13 +54,15 @@ def run_task(adapter, task: dict, get_case: Callable[[], Case], keep_arrays: Cal
     answer's ``arrays`` gives them (a failure to store them is the task's error too). Answer:
     status ok with the observation, or skipped / error with ``reason`` (error: ``traceback``, and
     ``cause`` for an autodiff failure); ``warnings`` of a failed task; ``policy``; ``seconds``.
+    ``reference``: framework -> set-up adapter, where this process holds every framework (a
+    module case's reference module is then built here rather than in a process of its own).
     """
     start = time.perf_counter()
     answer: dict = {}
     seen: list = []
     try:
         with global_rngs_seeded(task["seed"], task["case"]):
-            observation, arrays = observe.run(adapter, get_case(), task, seen)
+            observation, arrays = observe.run(adapter, get_case(), task, seen, reference)
         if arrays:
             answer["arrays"] = keep_arrays(arrays)
         answer.update(observation, status="ok")

@@ -1,0 +1,73 @@
+"""Modules as cases: a torch module and its Flax port checked with no functional wrapper,
+the port's weights mapped from the torch module's, gradients compared in torch's names and
+layout; a port mistake diverges, an unmappable port is one error naming what is left, and the
+CLI's workers (one process per framework) reach the same records."""
+import pytest
+
+from harness import ModuleCase
+from harness.run.inprocess import installed, run_case
+from tests.helpers import ROOT, harness, results
+
+INSTALLED = set(installed())
+PORTS = ROOT / "tests" / "data" / "ports" / "mlp_port.py"
+needs = pytest.mark.skipif(not {"torch", "jax"} <= INSTALLED, reason="needs torch and jax")
+
+
+def _cases():
+    from harness.define.loader import load_file
+
+    return {c.name: c for c in load_file(str(PORTS))}
+
+
+@needs
+def test_a_torch_module_and_its_nnx_port_agree_in_torchs_names():
+    pytest.importorskip("flax")
+    records = run_case(_cases()["mlp_port"], frameworks=["torch", "jax"], dtypes=("float64",))
+    pair = {r["param"]: r for r in records if r["check"] == "pairwise"}
+    assert set(pair) == {"0.weight", "0.bias", "2.weight", "2.bias"}
+    assert all(r["verdict"] == "pass" for r in records), [r for r in records if r["verdict"] != "pass"]
+
+
+@needs
+def test_a_port_that_computes_another_function_diverges():
+    pytest.importorskip("flax")
+    records = run_case(_cases()["mlp_port_sin"], frameworks=["torch", "jax"], dtypes=("float64",))
+    assert {r["verdict"] for r in records if r["check"] in ("pairwise", "forward")} == {"diverge"}
+    assert all(r["verdict"] == "pass" for r in records if r["check"] == "fd")   # each is right about itself
+
+
+@needs
+def test_a_port_that_cannot_be_mapped_is_one_error_naming_what_is_left():
+    pytest.importorskip("flax")
+    from tests.data.ports.mlp_port import torch_mlp
+
+    def short_port():
+        from flax import nnx
+
+        class One(nnx.Module):
+            def __init__(self, rngs):
+                self.a = nnx.Linear(3, 2, rngs=rngs)
+
+            def __call__(self, x):
+                return self.a(x)
+        return One(nnx.Rngs(0))
+
+    case = ModuleCase(name="bad_port", make=lambda rng: {"x": rng.standard_normal((4, 3))},
+                      modules={"torch": torch_mlp, "jax": short_port}, loss=lambda ops, out, i: ops.sum(out))
+    records = run_case(case, frameworks=["torch", "jax"], dtypes=("float64",))
+    errors = [r for r in records if r["framework"] == "jax" and r["verdict"] == "error"]
+    assert errors and "MappingError" in errors[0]["message"] and "0.weight" in errors[0]["message"]
+
+
+@needs
+def test_the_cli_builds_the_reference_module_in_its_own_process(tmp_path):
+    pytest.importorskip("flax")
+    out = tmp_path / "run"
+    proc = harness("run", "--cases", PORTS, "--frameworks", "torch,jax", "--dtypes", "float64",
+                   "--timing", "off", "--out", out, "--quiet")
+    assert proc.returncode in (0, 1), proc.stderr
+    rows = results(out)
+    good = [r for r in rows if r["case"] == "mlp_port"]
+    assert good and all(r["verdict"] == "pass" for r in good), [r for r in good if r["verdict"] != "pass"]
+    assert {r["param"] for r in good if r["check"] == "pairwise"} == {"0.weight", "0.bias", "2.weight", "2.bias"}
+    assert {r["verdict"] for r in rows if r["case"] == "mlp_port_sin" and r["check"] == "pairwise"} == {"diverge"}
