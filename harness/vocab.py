@@ -24,6 +24,12 @@ CHECKS = {
     "pairwise": "two frameworks at the same device, dtype, mode and precision",
     "forward": "the two frameworks' forward values (the loss) in each pairwise setting: where these differ, "
                "the frameworks compute different functions",
+    "layer_forward": "module cases: each layer's output in two frameworks at the same setting, layers matched "
+                     "through the weight mapping; the first layer whose input agrees and output does not is "
+                     "marked as the first divergence",
+    "layer_grad": "module cases: the loss's gradient with respect to each layer's output in two frameworks; the "
+                  "last layer (in forward order) whose output gradient diverges is marked: above it the "
+                  "gradient flowing back agrees",
     "timing": "forward and forward+backward median time per call: a measurement, not a verdict",
 }
 #: the correctness checks in report order (timing is a measurement, listed apart)

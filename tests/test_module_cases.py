@@ -25,7 +25,19 @@ def test_a_torch_module_and_its_nnx_port_agree_in_torchs_names():
     records = run_case(_cases()["mlp_port"], frameworks=["torch", "jax"], dtypes=("float64",))
     pair = {r["param"]: r for r in records if r["check"] == "pairwise"}
     assert set(pair) == {"0.weight", "0.bias", "2.weight", "2.bias"}
-    assert all(r["verdict"] == "pass" for r in records), [r for r in records if r["verdict"] != "pass"]
+    assert {r["port_param"] for r in pair.values()} == {"a/kernel", "a/bias", "b/kernel", "b/bias"}
+    assert {r["param"]: r["layer"] for r in pair.values()} == {"0.weight": "0", "0.bias": "0", "2.weight": "2",
+                                                              "2.bias": "2"}
+    # torch's Tanh module is a function in the port: its layer is not compared, and says why
+    alone = [r for r in records if r["verdict"] == "skipped"]
+    assert {(r["check"], r["layer"]) for r in alone} == {("layer_forward", "1"), ("layer_grad", "1")}
+    assert all("jax has no layer for 1" in r["message"] for r in alone)
+    assert all(r["verdict"] == "pass" for r in records if r not in alone), \
+        [r for r in records if r["verdict"] != "pass"]
+    layers = {(r["check"], r["layer"]): r for r in records if r["check"].startswith("layer_")}
+    assert {k for k, r in layers.items() if r["verdict"] == "pass"} == {
+        ("layer_forward", "0"), ("layer_grad", "0"), ("layer_forward", "2"), ("layer_grad", "2")}
+    assert layers[("layer_forward", "0")]["port_layer"] == "a" and layers[("layer_forward", "0")]["input_agrees"]
 
 
 @needs
@@ -34,6 +46,13 @@ def test_a_port_that_computes_another_function_diverges():
     records = run_case(_cases()["mlp_port_sin"], frameworks=["torch", "jax"], dtypes=("float64",))
     assert {r["verdict"] for r in records if r["check"] in ("pairwise", "forward")} == {"diverge"}
     assert all(r["verdict"] == "pass" for r in records if r["check"] == "fd")   # each is right about itself
+    # the activation is code between two layers: the first layer on both sides after it is named,
+    # with the last agreeing one before it
+    first = [r for r in records if r.get("first_divergence") and r["check"] == "layer_forward"]
+    assert [r["layer"] for r in first] == ["2"] and not first[0]["input_agrees"]
+    assert "last agreeing output is 0's" in first[0]["message"]
+    assert {r["layer"]: r["verdict"] for r in records if r["check"] == "layer_forward"} == {
+        "0": "pass", "1": "skipped", "2": "diverge"}
 
 
 @needs
@@ -67,7 +86,8 @@ def test_the_cli_builds_the_reference_module_in_its_own_process(tmp_path):
                    "--timing", "off", "--out", out, "--quiet")
     assert proc.returncode in (0, 1), proc.stderr
     rows = results(out)
-    good = [r for r in rows if r["case"] == "mlp_port"]
+    good = [r for r in rows if r["case"] == "mlp_port" and r["verdict"] != "skipped"]
     assert good and all(r["verdict"] == "pass" for r in good), [r for r in good if r["verdict"] != "pass"]
+    assert {r["layer"] for r in good if r["check"] == "layer_grad"} == {"0", "2"}
     assert {r["param"] for r in good if r["check"] == "pairwise"} == {"0.weight", "0.bias", "2.weight", "2.bias"}
     assert {r["verdict"] for r in rows if r["case"] == "mlp_port_sin" and r["check"] == "pairwise"} == {"diverge"}

@@ -45,7 +45,8 @@ class NnxGlue(ModuleGlue):
         self._params, self._variables = [], {}
         for path, variable in self._flat:
             value = variable.get_value()
-            if not (hasattr(value, "dtype") and np.issubdtype(value.dtype, np.floating)):
+            # floating tensors only: RNG keys (nnx.Rngs state), counters and integer state are not parameters
+            if not (hasattr(value, "dtype") and jax.dtypes.issubdtype(value.dtype, np.floating)):
                 continue
             name, layer = _join(path), _join(path[:-1])
             layer_type = types.get(layer, "?")

@@ -15,6 +15,7 @@ import numpy as np
 from harness.judge import coverage
 from harness.judge.arrays import compare_arrays, continuous_kinks, symmetric_agreement
 from harness.judge.causes import label
+from harness.judge.layers import layer_records
 from harness.judge.own_checks import base_record, kink_message, make_record, own_checks
 from harness.judge.observation import Observation
 from harness.judge.tolerance import Tolerance, lookup
@@ -48,6 +49,7 @@ def build_records(rows: list, cases: dict, arrays) -> list:
                 records += _against_twin(o, eager, "compiled", overrides)
     records += _pair_checks(observations, cases, {k: o for k, o in reference_task.items() if o.ok})
     label(records, observations, cases)
+    records += layer_records(observations, cases, records)
     return records + coverage.gap_records(records, rows, cases)
 
 

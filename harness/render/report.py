@@ -26,6 +26,7 @@ from harness.render import markdown as md
 from harness.render.cases import cases_section
 from harness.render.divergences import divergences_section, problems_section
 from harness.render.run_info import interrupted_banner, partial_banner, run_section
+from harness.render.layers import porting_section
 from harness.render.selection import check_rank, counts, diverging, frameworks_of, known_line, sort_key, verdict_rows
 from harness.render.timings import SPEED_RULE, gaps_table, headline_gaps, timing_cells, timing_sections
 from harness.vocab import CAUSES, CHECK_ORDER, CHECKS, FAILING, VERDICTS
@@ -254,6 +255,7 @@ def render(records, meta: dict) -> str:
     lines += _summary(records, meta, cells, bad)
     lines += divergences_section(bad, (meta.get("expected") or {}).get("vanished") or [],
                                  mark=bool(meta.get("expected")) or any(r.get("known") for r in bad))
+    lines += porting_section(records)
     lines += problems_section(records)
     lines += cases_section(records, meta)
     lines += timing_sections(cells)

@@ -31,7 +31,8 @@ def main(argv=None) -> int:
     except Exception as exc:  # noqa: BLE001 - the reason goes to the worker that asked
         print(f"{type(exc).__name__}: {exc}".splitlines()[0], file=sys.stderr)
         return 1
-    meta = {"params": state["params"], "kind": state["kind"], "order": list(state["values"])}
+    meta = {"params": state["params"], "kind": state["kind"], "layers": state["layers"],
+            "order": list(state["values"])}
     tmp = f"{out}.tmp.{os.getpid()}"
     with open(tmp, "wb") as fh:
         np.savez(fh, __meta__=np.array(json.dumps(meta)), **{f"v/{n}": v for n, v in state["values"].items()})

@@ -21,7 +21,7 @@ import numpy as np
 from adapters.modules import glue_for
 from adapters.modules.base import Param
 from harness.case import CaseError, ModuleCase, input_digest
-from harness.define.port_mapping import Link, match
+from harness.define.port_mapping import Link, layer_pairs, match
 from harness.define.seeding import case_rng
 
 
@@ -33,12 +33,13 @@ def bind(adapter, case: ModuleCase, dtype: str, seed: int):
     module = adapter.seeded_build(case.builder(adapter.name), seed)
     glue = glue_for(adapter, module, case.call_for(adapter.name), case.train)
     glue.prepare(native_inputs)
-    return glue, inputs, native_inputs, call_ordered(adapter, glue, native_inputs, dtype)
+    return (glue, inputs, native_inputs) + call_ordered(adapter, glue, native_inputs, dtype)
 
 
-def call_ordered(adapter, glue, native_inputs, dtype: str) -> list:
-    """The glue's params ordered by the first call of the layer owning them (then their listing):
-    the order two frameworks' modules share whatever their listing order (nnx sorts by name)."""
+def call_ordered(adapter, glue, native_inputs, dtype: str) -> tuple:
+    """(params, layers): the glue's params ordered by the first call of the layer owning them
+    (then their listing), the order two frameworks' modules share whatever their listing order
+    (nnx sorts by name); and its layers as layer_order gives them."""
     own = glue.values()
     values = {p.path: adapter.asarray(own[p.path], dtype) for p in glue.params()}
     _, events, _ = glue.traced(values, native_inputs, None)
@@ -53,16 +54,30 @@ def call_ordered(adapter, glue, native_inputs, dtype: str) -> list:
         return first.get(layer, len(events))
 
     listed = glue.params()
-    return sorted(listed, key=lambda p: (when(p), listed.index(p)))
+    return sorted(listed, key=lambda p: (when(p), listed.index(p))), layer_order(events)
+
+
+def layer_order(events) -> list:
+    """[[layer, layer_type, calls]] in the order of their first output: a layer's children come
+    before it (they finish first), which is the order a forward divergence travels in."""
+    rows: dict = {}
+    for e in events:
+        if e.at == "out":
+            rows.setdefault(e.layer, [e.layer, e.layer_type, 0])[2] += 1
+    return list(rows.values())
 
 
 def reference_state(adapter, case: ModuleCase, seed: int) -> dict:
     """What every framework's check of ``case`` starts from, made by the reference framework's
     adapter: {'params': [Param rows in call order], 'values': {name: float64 array}, 'kind'}."""
-    glue, _inputs, _native, params = bind(adapter, case, "float64", seed)
+    glue, _inputs, _native, params, layers = bind(adapter, case, "float64", seed)
+    return _state(glue, params, layers)
+
+
+def _state(glue, params: list, layers: list) -> dict:
     values = glue.values()
     return {"params": [p.to_json() for p in params], "values": {p.path: values[p.path] for p in params},
-            "kind": glue.kind}
+            "kind": glue.kind, "layers": layers}
 
 
 def reference_from_process(framework: str, case: ModuleCase, seed: int) -> dict:
@@ -91,24 +106,28 @@ class ModuleProblem:
 
     def __init__(self, adapter, case: ModuleCase, dtype: str, seed: int, reference=None, made=None):
         self.adapter, self.case, self.dtype = adapter, case, dtype
-        glue, inputs, native_inputs, own = bind(adapter, case, dtype, seed)
+        glue, inputs, native_inputs, own, own_layers = bind(adapter, case, dtype, seed)
         ref_fw = case.reference_framework()
         if made is not None:
             state = made
         elif adapter.name == ref_fw:
-            values = glue.values()
-            state = {"params": [p.to_json() for p in own], "values": {p.path: values[p.path] for p in own},
-                     "kind": glue.kind}
+            state = _state(glue, own, own_layers)
         elif reference is not None:
             state = reference_state(reference(ref_fw), case, seed)
         else:
             state = reference_from_process(ref_fw, case, seed)
         self.made = state
         ref = [Param.from_json(r) for r in state["params"]]
+        self.ref_layers = [tuple(row) for row in state.get("layers", [])]
+        self.own_layers = {row[0]: tuple(row) for row in own_layers}
         if adapter.name == ref_fw:
             self.links = [Link((p.path,), (p.path,)) for p in ref]
+            self.layer_map = {row[0]: row[0] for row in own_layers}
         else:
             self.links = match(ref, own, case.pinned(adapter.name))
+            self.layer_map = layer_pairs([row[0] for row in self.ref_layers], list(self.own_layers), self.links,
+                                         ref, own)
+        self.param_layers = {p.path: p.layer for p in ref}
         trainable = [p.path for p in ref if p.trainable]
         self.wrt = tuple(case.wrt or trainable)
         unknown = [w for w in self.wrt if w not in trainable]
@@ -122,18 +141,58 @@ class ModuleProblem:
         kind, loss = case.implementation(adapter.name)
         ops, links, wrt = adapter.ops, self.links, self.wrt
 
-        def f(*ws):
+        def port_values(ws) -> dict:
             tensors = {**fixed, **dict(zip(wrt, ws))}
             port = {}
             for link in links:
                 port.update(apply_link(ops, link, tensors))
-            out = glue.apply(port, native_inputs)
+            return port
+
+        def loss_of(out):
             return loss(ops, out, native_inputs) if kind == "neutral" else loss(out, native_inputs)
-        self.f = f
+
+        def f(*ws):
+            return loss_of(glue.apply(port_values(ws), native_inputs))
+        self.f, self._port_values, self._loss_of = f, port_values, loss_of
         self.glue, self.native_inputs = glue, native_inputs
 
     def mapping_rows(self) -> list:
         return [link.to_json() for link in self.links]
+
+    def layers(self, arrays: dict) -> dict:
+        """Each corresponding layer's input, output and the loss's gradient with respect to that
+        output, at the task's point, into ``arrays`` (``layer_in/``, ``layer_out/``,
+        ``layer_grad/``, keyed by the reference's layer path) and, for the judge, the layers in
+        the reference's order: rows of layer, port_layer, layer_type, calls. A layer called more
+        than once (shared, looped) is compared on its first call and has no single output gradient."""
+        port = self._port_values(self.xs)
+        _, events, tensors = self.glue.traced(port, self.native_inputs, None)
+        first = {}
+        for e, t in zip(events, tensors):
+            first.setdefault((e.layer, e.at), t)
+        rows, tapped = [], []
+        for layer, layer_type, _calls in self.ref_layers:
+            mine = self.layer_map.get(layer)
+            if mine is None or (mine, "out") not in first:
+                rows.append({"layer": layer, "port_layer": None, "layer_type": layer_type, "calls": 0})
+                continue
+            calls = self.own_layers[mine][2]
+            rows.append({"layer": layer, "port_layer": mine, "layer_type": self.own_layers[mine][1], "calls": calls})
+            for at in ("in", "out"):
+                if (mine, at) in first:
+                    arrays[f"layer_{at}/{layer}"] = self.adapter.to_numpy(first[(mine, at)])
+            if calls == 1 and np.issubdtype(arrays[f"layer_out/{layer}"].dtype, np.floating):
+                tapped.append((layer, mine))
+        if tapped:
+            zeros = [first[(mine, "out")] * 0 for _, mine in tapped]
+            names = [mine for _, mine in tapped]
+            call = self.adapter.grad_fn(
+                lambda *taps: self._loss_of(self.glue.traced(port, self.native_inputs, dict(zip(names, taps)))[0]),
+                False)
+            _, grads = self.adapter.grad_result_np(call(*zeros), zeros)
+            for (layer, _), g in zip(tapped, grads):
+                arrays[f"layer_grad/{layer}"] = g
+        return {"status": "ok", "rows": rows}
 
     def to_canonical(self, arrays):
         return list(arrays)
@@ -170,4 +229,5 @@ def _chunks(x, k: int, axis: int) -> list:
     return [x[lead + (slice(i * n, (i + 1) * n),)] for i in range(k)]
 
 
-__all__ = ["ModuleProblem", "apply_link", "bind", "call_ordered", "reference_from_process", "reference_state"]
+__all__ = ["ModuleProblem", "apply_link", "bind", "call_ordered", "layer_order", "reference_from_process",
+           "reference_state"]

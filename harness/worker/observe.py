@@ -93,7 +93,7 @@ def _run(adapter, case: Case, task: dict, reference=None) -> tuple[dict, dict]:
     if isinstance(problem, ModuleProblem):
         # the module's kind and the weight mapping it was checked through, for the report
         obs["module"] = {"kind": problem.glue.kind, "reference": case.reference_framework(),
-                         "mapping": problem.mapping_rows()}
+                         "mapping": problem.mapping_rows(), "param_layers": problem.param_layers}
     arrays = {}
 
     grad_call = adapter.grad_fn(problem.f, compiled)
@@ -131,6 +131,10 @@ def _run(adapter, case: Case, task: dict, reference=None) -> tuple[dict, dict]:
 
     if task.get("jvp", True):
         obs["jvp"] = _guarded(adapter, _jvp, problem, case, task, grads, compiled)
+
+    if isinstance(problem, ModuleProblem) and not compiled:
+        # each layer's output and output gradient, for the first diverging layer (eager: hooks)
+        obs["layers"] = _guarded(adapter, lambda _adapter, p: p.layers(arrays), problem)
 
     if task.get("fd"):
         obs["fd"] = _guarded(adapter, _finite_differences, problem, case, task, value, arrays, native_grads)
