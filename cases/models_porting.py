@@ -73,3 +73,75 @@ CASES = [
               doc=f"planted port mistake {mistake}: the layer records locate it at {GPT_MISTAKE_LAYERS[mistake]}")
     for mistake in GPT_MISTAKES
 ]
+
+
+# ---- a ResNet-style CNN with batch norm: torch (NCHW) and flax.linen (NHWC) -------------------
+def resnet_torch():
+    from cases.ports.cnn_torch import SmallResNet
+
+    return SmallResNet()
+
+
+def resnet_linen():
+    from cases.ports.cnn_flax import SmallResNet
+
+    return SmallResNet()
+
+
+def _images(rng):
+    return {"x": rng.standard_normal((2, 3, 8, 8)), "labels": rng.integers(0, 10, size=(2,))}
+
+
+def _nchw(model, inputs):
+    return model(inputs["x"])
+
+
+def _nhwc(model, inputs):
+    """The port takes channels-last images: the same batch, transposed at the call."""
+    import jax.numpy as jnp
+
+    return model(jnp.transpose(inputs["x"], (0, 2, 3, 1)))
+
+
+def _classifier_loss(ops, logits, inputs):
+    return ops.cross_entropy(logits, inputs["labels"], 0.0)
+
+
+# ---- an embedding, an LSTM and a head: torch and a hand-written nnx LSTM ----------------------
+def lstm_torch():
+    from cases.ports.lstm_torch import SeqModel
+
+    return SeqModel()
+
+
+def lstm_nnx(gate_order="ifgo"):
+    from flax import nnx
+
+    from cases.ports.lstm_flax import SeqModel
+
+    return SeqModel(nnx.Rngs(0), gate_order=gate_order)
+
+
+def _sequences(rng):
+    return {"ids": rng.integers(0, 20, size=(3, 5)), "labels": rng.integers(0, 5, size=(3,))}
+
+
+def _ids(model, inputs):
+    return model(inputs["ids"])
+
+
+CASES += [
+    ModuleCase(name="resnet_port", make=_images, modules={"torch": resnet_torch, "jax": resnet_linen},
+               call={"torch": _nchw, "jax": _nhwc}, loss=_classifier_loss, tags=PORTING,
+               doc="a ResNet-style CNN with batch norm (torchvision names, NCHW) vs its flax.linen port (NHWC), "
+                   "evaluation mode: running statistics are state, conv kernels OIHW <-> HWIO"),
+    ModuleCase(name="lstm_port", make=_sequences, modules={"torch": lstm_torch, "jax": lstm_nnx}, call=_ids,
+               loss=_classifier_loss, tags=PORTING,
+               doc="embedding, nn.LSTM and a head vs an nnx port with a hand-written LSTM (one bias: torch's "
+                   "b_ih + b_hh summed by the mapping)"),
+    ModuleCase(name="lstm_port_gate_order", make=_sequences,
+               modules={"torch": lstm_torch, "jax": lambda: lstm_nnx("ifog")}, call=_ids, loss=_classifier_loss,
+               tags=PORTING + ("planted",),
+               doc="planted port mistake: the port reads the LSTM's gate blocks as i, f, o, g (torch's are i, f, g, "
+                   "o); the layer records locate it at lstm"),
+]

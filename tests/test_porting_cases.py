@@ -27,7 +27,7 @@ def _first(records, check="layer_forward"):
 
 def test_porting_cases_are_tagged_and_planted_ones_are_declared():
     planted = {n for n, c in CASES.items() if "planted" in c.tags}
-    assert planted == {f"gpt_port_{m}" for m in GPT_MISTAKE_LAYERS}
+    assert planted == {f"gpt_port_{m}" for m in GPT_MISTAKE_LAYERS} | {"lstm_port_gate_order"}
     declared = {e.case for e in ENTRIES}
     assert planted <= declared
     assert all("model" in c.tags for c in CASES.values())
@@ -63,3 +63,35 @@ def test_a_planted_gpt_port_mistake_is_located_at_its_layer(mistake):
     assert before and all(r["verdict"] == "pass" for r in before)
     assert not expected.unexpected(records, ENTRIES)
     assert not expected.unobserved(records, [e for e in ENTRIES if e.case == f"gpt_port_{mistake}"])
+
+
+def test_the_linen_port_of_a_resnet_with_batch_norm_agrees_layer_by_layer_in_nhwc():
+    _needs("torch", "jax")
+    records = run_case(CASES["resnet_port"], frameworks=["torch", "jax"], dtypes=("float64", "float32"))
+    failing = [r for r in records if r["verdict"] not in ("pass", "skipped")]
+    assert not failing, failing[:3]
+    rules = {r["param"]: r["port_rule"] for r in records if r["check"] == "pairwise" and r["dtype"] == "float64"}
+    assert rules["layer1.conv1.weight"] == "conv layout OIHW -> HWIO" and rules["bn1.weight"] == "identity"
+    # running statistics are state, not parameters: never differentiated, still mapped
+    assert not any("running" in p for p in rules)
+    layers = {r["layer"]: r for r in records if r["check"] == "layer_forward" and r["dtype"] == "float64"}
+    # a square feature map (8 channels, 8x8) fits either layout: the values tell, and the record says
+    assert layers["conv1"]["layout"] == "channels-last to channels-first" and layers["conv1"]["verdict"] == "pass"
+    assert layers["layer2.downsample.0"]["other_port_layer"] == "layer2.downsample.0"
+    assert layers["layer2.downsample.0"]["port_layer"] == "layer2/downsample_conv"
+    assert layers["fc"]["layout"] == "same"
+
+
+def test_a_hand_written_lstm_port_maps_by_structure_and_a_gate_order_swap_is_located():
+    _needs("torch", "jax")
+    good = run_case(CASES["lstm_port"], frameworks=["torch", "jax"], dtypes=("float64",))
+    assert all(r["verdict"] == "pass" for r in good), [r for r in good if r["verdict"] != "pass"][:3]
+    rules = {r["param"]: (r["port_param"], r["port_rule"]) for r in good if r["check"] == "pairwise"}
+    assert rules["lstm.bias_ih_l0"] == rules["lstm.bias_hh_l0"] == ("lstm/b", "bias_ih_l0 + bias_hh_l0")
+    assert rules["lstm.weight_ih_l0"][0] == "lstm/w_ih"
+    bad = run_case(CASES["lstm_port_gate_order"], frameworks=["torch", "jax"], dtypes=("float64",))
+    first = _first(bad)
+    assert [r["layer"] for r in first] == ["lstm"] and first[0]["input_agrees"]
+    embed = next(r for r in bad if r["check"] == "layer_forward" and r["layer"] == "embed")
+    assert embed["verdict"] == "pass"
+    assert not expected.unexpected(bad, ENTRIES)

@@ -87,6 +87,7 @@ def _pair(a, b, tol) -> list:
                 out.append(rec)
             continue
         fwd = _compare(a, b, "layer_forward", layer, arrays_a["layer_out"], arrays_b["layer_out"], tol, names)
+        layout = fwd.get("layout") or None
         inputs = _compare(a, b, "layer_forward", layer, arrays_a["layer_in"], arrays_b["layer_in"], tol, names)
         fwd["input_agrees"] = inputs["verdict"] == "pass" if inputs["verdict"] != "error" else None
         out.append(fwd)
@@ -97,19 +98,22 @@ def _pair(a, b, tol) -> list:
                                f"{b.framework}: no single output gradient")
             out.append(rec)
         else:
-            out.append(_compare(a, b, "layer_grad", layer, arrays_a["layer_grad"], arrays_b["layer_grad"], tol, names))
+            out.append(_compare(a, b, "layer_grad", layer, arrays_a["layer_grad"], arrays_b["layer_grad"], tol, names,
+                                layout))
     _mark(out)
     return out
 
 
-def _compare(a, b, check, layer, got_all, expected_all, tol, names) -> dict:
+def _compare(a, b, check, layer, got_all, expected_all, tol, names, how=None) -> dict:
+    """One layer tensor of ``a`` against ``b``'s; ``how``: the layout the layer's forward
+    comparison settled on (its output gradient has the output's layout), else the best fitting."""
     got, expected = got_all.get(layer), expected_all.get(layer)
     rec = _record(a, b, check, layer, **names)
     if got is None or expected is None:
         who = a.framework if got is None else b.framework
         rec.update(verdict="error", cause=None, message=f"{who} recorded no {check.split('_')[1]} tensor for {layer}")
         return rec
-    aligned, how = align(got, expected.shape)
+    aligned, how = align(got, expected, how)
     if aligned is None:
         rec.update(verdict="error", cause=None, message=f"not compared: {layer}'s tensors have shapes "
                    f"{list(got.shape)} ({a.framework}) and {list(expected.shape)} ({b.framework})")
@@ -119,25 +123,41 @@ def _compare(a, b, check, layer, got_all, expected_all, tol, names) -> dict:
     comparison = compare_arrays(aligned, expected, tol, scale)
     full = make_record(a, check, layer, comparison, tol, **names)
     full.update({k: v for k, v in rec.items() if k not in full})
-    if how:
-        full["layout"] = how
+    full["layout"] = how
     return full
 
 
-def align(got: np.ndarray, shape: tuple):
-    """(got in ``shape``, how) when it has that shape, or is the channels-last form of a
-    channels-first tensor or the reverse (a conv's NHWC against torch's NCHW); (None, '')."""
-    shape = tuple(shape)
-    if got.shape == shape:
-        return got, ""
-    if got.ndim == len(shape) and got.ndim >= 3:
-        first = np.moveaxis(got, -1, 1)
-        if first.shape == shape:
-            return first, "channels-last to channels-first"
-        last = np.moveaxis(got, 1, -1)
-        if last.shape == shape:
-            return last, "channels-first to channels-last"
-    return None, ""
+#: the layouts a layer tensor may be in, relative to the other framework's: the same, or one
+#: framework channels-last (Flax, Keras: NHWC) where the other is channels-first (torch: NCHW)
+LAYOUTS = {"same": lambda x: x, "channels-last to channels-first": lambda x: np.moveaxis(x, -1, 1),
+           "channels-first to channels-last": lambda x: np.moveaxis(x, 1, -1)}
+
+
+def align(got: np.ndarray, expected: np.ndarray, how: str | None = None):
+    """(got in expected's layout, the layout's name), or (None, '') when none fits the shape.
+    With ``how`` that layout is used; otherwise, of the layouts that give expected's shape, the
+    closest to it: a square feature map (C == H == W) fits every layout, and only the values
+    tell NCHW from NHWC. The record names the layout used, so the choice is never silent."""
+    fits = []
+    for name, move in LAYOUTS.items():
+        if how is not None and name != how:
+            continue
+        if name != "same" and got.ndim < 3:
+            continue
+        moved = move(got)
+        if moved.shape == expected.shape:
+            fits.append((name, moved))
+    if not fits:
+        return None, ""
+    if len(fits) == 1:
+        return fits[0][1], fits[0][0]
+
+    def distance(moved):
+        with np.errstate(invalid="ignore", over="ignore"):
+            d = np.abs(moved - expected)
+        return float(np.max(np.where(np.isfinite(d), d, np.inf), initial=0.0))
+    name, moved = min(fits, key=lambda item: distance(item[1]))
+    return moved, name
 
 
 def _record(a, b, check, param, **names) -> dict:
@@ -249,4 +269,4 @@ def _inherit_causes(pair: list, records: list, a, b) -> None:
             rec["cause"] = cause
 
 
-__all__ = ["LAYER_CHECKS", "align", "layer_records"]
+__all__ = ["LAYER_CHECKS", "LAYOUTS", "align", "layer_records"]
