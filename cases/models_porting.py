@@ -145,3 +145,41 @@ CASES += [
                doc="planted port mistake: the port reads the LSTM's gate blocks as i, f, o, g (torch's are i, f, g, "
                    "o); the layer records locate it at lstm"),
 ]
+
+
+# ---- one Keras 3 model definition under Keras's torch, jax and tensorflow backends -------------
+def keras_small():
+    from cases.ports.keras_convnet import build_small
+
+    return build_small()
+
+
+def keras_mobilenet():
+    from cases.ports.keras_convnet import build
+
+    return build(classifier_activation=None)
+
+
+def _small_images(rng):
+    return {"image": rng.standard_normal((2, 8, 8, 3)), "labels": rng.integers(0, 5, size=(2,))}
+
+
+def _mobilenet_images(rng):
+    return {"image": rng.standard_normal((2, 32, 32, 3)), "labels": rng.integers(0, 5, size=(2,))}
+
+
+def _image(model, inputs):
+    return model(inputs["image"], training=False)
+
+
+KERAS = PORTING + ("keras",)
+CASES += [
+    ModuleCase(name="keras_small_convnet", make=_small_images, modules={"keras": keras_small}, call=_image,
+               loss=_classifier_loss, tags=KERAS,
+               doc="one functional Keras model (Conv2D, BatchNormalization, ReLU, pooling, Dense) under the "
+                   "tensorflow, jax and torch backends, each in its own worker; tensorflow's weights are the point"),
+    ModuleCase(name="keras_mobilenet", make=_mobilenet_images, modules={"keras": keras_mobilenet}, call=_image,
+               loss=_classifier_loss, tags=KERAS,
+               doc="keras.applications.MobileNet (alpha 0.125, 32x32 input, weights=None, logits) under the "
+                   "tensorflow, jax and torch backends: depthwise convolutions, batch norm, ReLU6"),
+]

@@ -95,3 +95,26 @@ def test_a_hand_written_lstm_port_maps_by_structure_and_a_gate_order_swap_is_loc
     embed = next(r for r in bad if r["check"] == "layer_forward" and r["layer"] == "embed")
     assert embed["verdict"] == "pass"
     assert not expected.unexpected(bad, ENTRIES)
+
+
+def test_one_keras_model_runs_under_three_backends_each_in_its_own_worker(tmp_path):
+    """The CLI's workers set KERAS_BACKEND to their framework: the same model definition is checked
+    under Keras's tensorflow, jax and torch backends, tensorflow's weights mapped to the others by
+    name; float32 agrees, float64 shows Keras's float32 batch norm off TensorFlow, located at bn1."""
+    _needs("torch", "jax", "tensorflow")
+    from tests.helpers import harness, results
+
+    out = tmp_path / "run"
+    proc = harness("run", "--cases", "keras_small_convnet", "--timing", "off", "--fail-on", "new", "--out", out,
+                   "--quiet")
+    assert proc.returncode == 0, proc.stderr   # every divergence is in the expected table
+    rows = results(out)
+    assert not [r for r in rows if r["verdict"] == "error"]
+    pairs = {frozenset((r["framework"], r["other_framework"])) for r in rows if r["check"] == "pairwise"}
+    assert pairs == {frozenset(p) for p in (("jax", "tensorflow"), ("jax", "torch"), ("tensorflow", "torch"))}
+    assert all(r["verdict"] == "pass" for r in rows if r["dtype"] == "float32")
+    assert all(r["verdict"] == "pass" for r in rows if r["check"] == "forward")
+    first = [r for r in rows if r.get("first_divergence") and r["check"] == "layer_forward"]
+    assert {r["layer"] for r in first} == {"bn1"} and len(first) == 3
+    assert all(r["input_agrees"] and r["max_rel_err"] < 1e-6 for r in first)
+    assert not expected.unexpected(rows, ENTRIES)

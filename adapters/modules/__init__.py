@@ -41,4 +41,16 @@ def glue_for(adapter, module, call=None, train: bool = False):
     return getattr(importlib.import_module(where), name)(adapter, module, call, train)
 
 
-__all__ = ["KINDS", "glue_for", "kind_of"]
+def build_module(adapter, builder, dtype: str, seed: int, keras_model: bool = False):
+    """The module ``builder()`` makes, its initial weights seeded by the task. A Keras model is
+    built under a ``dtype`` policy (Keras casts inputs and creates variables in the policy it
+    was built under) with Keras's global seed set; any other module through the adapter's own
+    seeded build (its dtype follows the values it is given)."""
+    if keras_model:
+        from adapters.modules.keras_model import build_in
+
+        return build_in(dtype, builder, seed)
+    return adapter.seeded_build(builder, seed)
+
+
+__all__ = ["KINDS", "build_module", "glue_for", "kind_of"]

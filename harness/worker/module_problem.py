@@ -18,7 +18,7 @@ import tempfile
 
 import numpy as np
 
-from adapters.modules import glue_for
+from adapters.modules import build_module, glue_for
 from adapters.modules.base import Param
 from harness.case import CaseError, ModuleCase, input_digest
 from harness.define.port_mapping import Link, layer_pairs, match
@@ -30,7 +30,7 @@ def bind(adapter, case: ModuleCase, dtype: str, seed: int):
     seeded by the task) and traced once on the case's inputs."""
     _none, inputs, _ = case.build(case_rng(seed, case.name))
     native_inputs = {k: adapter.asarray(v, dtype) for k, v in inputs.items()}
-    module = adapter.seeded_build(case.builder(adapter.name), seed)
+    module = build_module(adapter, case.builder(adapter.name), dtype, seed, keras_model="keras" in case.modules)
     glue = glue_for(adapter, module, case.call_for(adapter.name), case.train)
     glue.prepare(native_inputs)
     return (glue, inputs, native_inputs) + call_ordered(adapter, glue, native_inputs, dtype)
@@ -110,8 +110,12 @@ class ModuleProblem:
         ref_fw = case.reference_framework()
         if made is not None:
             state = made
-        elif adapter.name == ref_fw:
+        elif adapter.name == ref_fw and dtype == "float64":
             state = _state(glue, own, own_layers)
+        elif adapter.name == ref_fw:
+            # the point is the float64 module's: a module built in another dtype (a Keras model under
+            # a float32 policy) draws other initial values
+            state = reference_state(adapter, case, seed)
         elif reference is not None:
             state = reference_state(reference(ref_fw), case, seed)
         else:
