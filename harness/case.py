@@ -174,10 +174,6 @@ class ModuleCase(Case):
     def pinned(self, framework: str) -> dict:
         return dict((self.mapping or {}).get(framework) or {})
 
-    def implementation(self, framework: str):
-        """('native', fn(output, inputs)) or ('neutral', fn(ops, output, inputs))."""
-        return super().implementation(framework)
-
     def build(self, rng: np.random.Generator):
         """Only the inputs are made here (the parameters are the reference module's):
         (None, inputs, None)."""

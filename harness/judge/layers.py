@@ -26,7 +26,7 @@ import numpy as np
 from harness.judge.arrays import compare_arrays
 from harness.judge.causes import TIER_CEILING
 from harness.judge.own_checks import base_record, make_record
-from harness.judge.tolerance import lookup
+from harness.judge.tolerance import gradient_scale, lookup
 from harness.vocab import DIVERGING, task_key
 
 LAYER_CHECKS = ("layer_forward", "layer_grad")
@@ -50,8 +50,9 @@ def layer_records(observations: list, cases: dict, records: list) -> list:
         for a, b in combinations(members, 2):
             overrides = getattr(cases.get(a.case), "tolerance", None)
             pair = _pair(a, b, lookup(a.dtype, overrides))
-            _beyond_rounding(pair, records, a, b)
-            _inherit_causes(pair, records, a, b)
+            theirs = _pair_records(records, a, b)
+            _beyond_rounding(pair, theirs, a)
+            _inherit_causes(pair, theirs)
             out += pair
     return out
 
@@ -118,13 +119,8 @@ def _compare(a, b, check, layer, got_all, expected_all, tol, names, how=None) ->
         rec.update(verdict="error", cause=None, message=f"not compared: {layer}'s tensors have shapes "
                    f"{list(got.shape)} ({a.framework}) and {list(expected.shape)} ({b.framework})")
         return rec
-    finite = [np.abs(x[np.isfinite(x)]).max() for x in (aligned, expected) if x.size and np.isfinite(x).any()]
-    scale = float(max(finite, default=0.0)) or 1.0
-    comparison = compare_arrays(aligned, expected, tol, scale)
-    full = make_record(a, check, layer, comparison, tol, **names)
-    full.update({k: v for k, v in rec.items() if k not in full})
-    full["layout"] = how
-    return full
+    comparison = compare_arrays(aligned, expected, tol, gradient_scale({"got": aligned, "expected": expected}))
+    return _with_other(make_record(a, check, layer, comparison, tol, **names, layout=how), b)
 
 
 #: the layouts a layer tensor may be in, relative to the other framework's: the same, or one
@@ -162,7 +158,13 @@ def align(got: np.ndarray, expected: np.ndarray, how: str | None = None):
 
 def _record(a, b, check, param, **names) -> dict:
     rec = base_record(a, check, param)
-    rec.update(names, other_framework=b.framework, other_framework_version=b.row.get("version"),
+    rec.update(names)
+    return _with_other(rec, b)
+
+
+def _with_other(rec: dict, b) -> dict:
+    """``rec`` as a record of a pair: the other framework, its version and policy."""
+    rec.update(other_framework=b.framework, other_framework_version=b.row.get("version"),
                other_policy=b.row.get("policy") or {})
     return rec
 
@@ -240,7 +242,7 @@ def _pair_records(records: list, a, b) -> list:
             {a.framework, b.framework}]
 
 
-def _beyond_rounding(pair: list, records: list, a, b) -> None:
+def _beyond_rounding(pair: list, theirs: list, a) -> None:
     """A float64 layer that gets the same input and gives outputs further apart than float32
     rounding moves a result is a different function there, however small the difference the
     loss and the gradients inherit: the pair's precision-loss labels (a float32-sized
@@ -249,7 +251,7 @@ def _beyond_rounding(pair: list, records: list, a, b) -> None:
                   and r.get("input_agrees")), None)
     if a.dtype != "float64" or first is None or first["max_rel_err"] <= TIER_CEILING:
         return
-    for rec in _pair_records(records, a, b):
+    for rec in theirs:
         if rec.get("cause") == "precision-loss":
             rec["cause"] = "different-function"
             rec["message"] = (f"{first['layer']} gets the same input in both and its outputs differ by "
@@ -257,12 +259,11 @@ def _beyond_rounding(pair: list, records: list, a, b) -> None:
                               "different functions there")
 
 
-def _inherit_causes(pair: list, records: list, a, b) -> None:
-    """A failing layer record's cause is its pair's: the forward record's if it fails, else the
-    commonest among the pair's failing pairwise records."""
-    mine = _pair_records(records, a, b)
-    forward = [r["cause"] for r in mine if r["check"] == "forward" and r.get("cause")]
-    causes = Counter(r["cause"] for r in mine if r["check"] == "pairwise" and r.get("cause"))
+def _inherit_causes(pair: list, theirs: list) -> None:
+    """A failing layer record's cause is its pair's (``theirs``: _pair_records): the forward
+    record's if it fails, else the commonest among the pair's failing pairwise records."""
+    forward = [r["cause"] for r in theirs if r["check"] == "forward" and r.get("cause")]
+    causes = Counter(r["cause"] for r in theirs if r["check"] == "pairwise" and r.get("cause"))
     cause = forward[0] if forward else (causes.most_common(1)[0][0] if causes else None)
     for rec in pair:
         if rec["verdict"] in DIVERGING and not rec.get("cause"):

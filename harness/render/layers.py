@@ -5,17 +5,16 @@ from __future__ import annotations
 
 from collections import defaultdict
 
+from harness.judge.layers import LAYER_CHECKS
 from harness.render import markdown as md
 from harness.vocab import DIVERGING, sortable, task_key
-
-_LAYER_CHECKS = ("layer_forward", "layer_grad")
 
 
 def porting_section(records) -> list:
     """"## Porting": per module case, its mapping table and its localisation lines."""
     by_case = defaultdict(list)
     for r in records:
-        if r["check"] in _LAYER_CHECKS or (r["check"] == "pairwise" and r.get("port_param")):
+        if r["check"] in LAYER_CHECKS or (r["check"] == "pairwise" and r.get("port_param")):
             by_case[r["case"]].append(r)
     if not by_case:
         return []
@@ -60,7 +59,7 @@ def localisation_lines(case_records) -> list:
         pairs[(task_key(r, drop=("framework",)), r["framework"], r.get("other_framework"))].append(r)
     lines = []
     for (_key, fw, other), recs in sorted(pairs.items(), key=lambda kv: sortable(kv[0][0]) + (kv[0][1], str(kv[0][2]))):
-        layer = [r for r in recs if r["check"] in _LAYER_CHECKS]
+        layer = [r for r in recs if r["check"] in LAYER_CHECKS]
         if not layer:
             continue
         head = f"- **{fw} vs {other}, {md.setting(layer[0])}**: "
