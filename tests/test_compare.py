@@ -134,6 +134,56 @@ def test_a_noisy_float64_evaluation_is_precision_loss_not_an_autodiff_bug(tmp_pa
     assert {r["cause"] for r in _failing(records, check="pairwise")} == {"precision-loss"}
 
 
+def test_two_noisy_ports_beside_a_clean_one_are_both_precision_loss_where_the_clean_one_vouches(tmp_path):
+    """One Keras layer computing float64 in float32 on two backends: both are noisy at float32
+    level, the third is clean. A finite-difference failure larger than noise explains by itself
+    (a small element's FD swamped by the noise) is still precision-loss when the clean framework
+    passes its own FD check and the noisy gradient agrees with it at the float32 tier; a noisy
+    gradient that the clean one contradicts stays an autodiff bug."""
+    g = np.linspace(1.0, 2.0, 6)
+    swamped = g * (1 + 5e-2)                           # beyond NOISE_EXPLAINS
+    rows = [_fd_obs(tmp_path, "jax", {"w": g * (1 + 3e-8)}, estimate={"w": swamped}, noise=2e-9),
+            _fd_obs(tmp_path, "torch", {"w": g * (1 - 2e-8)}, estimate={"w": swamped}, noise=4e-9),
+            _fd_obs(tmp_path, "tensorflow", {"w": g}, noise=1e-17)]
+    records = build_records(rows, {}, tmp_path)
+    fd = _failing(records, check="fd")
+    assert sorted((r["framework"], r["cause"]) for r in fd) == [("jax", "precision-loss"), ("torch", "precision-loss")]
+    assert {r["cause"] for r in _failing(records, check="pairwise")} == {"precision-loss"}
+    wrong = [_fd_obs(tmp_path, "jax", {"w": g * (1 + 1e-3)}, estimate={"w": swamped}, noise=2e-9), rows[2]]
+    assert [(r["framework"], r["cause"]) for r in _failing(build_records(wrong, {}, tmp_path), check="fd")] == [
+        ("jax", "ad-bug")]
+
+
+def test_directional_fd_localised_to_a_kink_is_a_nondiff_convention(tmp_path):
+    """Random directions fail; bisection finds the block, whose elements finite differences find
+    non-differentiable with autodiff outside the one-sided limits (several ReLU6 inputs exactly at
+    a bound, summed into one bias): a convention there, for the localised and the directional record."""
+    grads = {"a": np.array([1.0, 2.0]), "beta": np.array([0.3, 0.0, 0.5, 0.0])}
+    directions = [{"a": np.array([1.0, 0.0]), "beta": np.array([0.0, 1.0, 0.0, 1.0])}]
+    arrays = {f"grad/{k}": v for k, v in grads.items()}
+    arrays.update({f"fd_direction0/{k}": v for k, v in directions[0].items()})
+    arrays.update({"fd_directional/estimate": np.array([1.0 + 0.4]), "fd_directional/error": np.zeros(1),
+                   "fd_localised/index": np.array([1, 3]), "fd_localised/estimate": np.array([0.2, 0.2]),
+                   "fd_localised/error": np.zeros(2), "fd_localised/nondiff": np.array([True, True]),
+                   "fd_localised/left": np.array([0.1, 0.1]), "fd_localised/right": np.array([0.3, 0.3])})
+    np.savez(tmp_path / "torch-dir.npz", **arrays)
+    row = {"case": "c", "framework": "torch", "device": "cpu", "dtype": "float64", "mode": "eager",
+           "precision": "default", "status": "ok", "arrays": "torch-dir.npz", "version": "1", "policy": {},
+           "value": 1.0, "nondeterminism": 0.0, "jvp": {"tangent": 1.0, "expected": 1.0, "scale": 1.0},
+           "params": {k: list(v.shape) for k, v in grads.items()},
+           "fd": {"mode": "directional", "localised": {"param": "beta", "probes": 5},
+                  "noise": {"sigma": 1e-16, "relative": 1e-16}}}
+    fd = {r["fd_mode"]: r for r in _failing(build_records([row], {}, tmp_path), check="fd")}
+    assert {m: r["cause"] for m, r in fd.items()} == {"directional": "nondiff-convention",
+                                                     "directional+bisection": "nondiff-convention"}
+    assert "non-differentiable point of beta" in fd["directional"]["message"]
+    # the same block with autodiff far from smooth finite differences is an autodiff bug
+    arrays["fd_localised/nondiff"] = np.array([False, False])
+    np.savez(tmp_path / "torch-dir.npz", **arrays)
+    fd = {r["fd_mode"]: r for r in _failing(build_records([row], {}, tmp_path), check="fd")}
+    assert {m: r["cause"] for m, r in fd.items()} == {"directional": "ad-bug", "directional+bisection": "ad-bug"}
+
+
 def test_nan_at_a_kink_is_a_nondiff_convention_naming_each_choice(tmp_path):
     """The norm of a zero row: torch returns the subgradient 0, jax NaN."""
     g = np.array([[0.0, 0.0], [0.6, 0.8]])

@@ -91,3 +91,65 @@ def test_the_cli_builds_the_reference_module_in_its_own_process(tmp_path):
     assert {r["layer"] for r in good if r["check"] == "layer_grad"} == {"0", "2"}
     assert {r["param"] for r in good if r["check"] == "pairwise"} == {"0.weight", "0.bias", "2.weight", "2.bias"}
     assert {r["verdict"] for r in rows if r["case"] == "mlp_port_sin" and r["check"] == "pairwise"} == {"diverge"}
+
+
+@needs
+def test_an_equinox_port_agrees_in_torchs_names_and_a_wrong_activation_is_located():
+    pytest.importorskip("equinox")
+    import jax
+    from tests.data.ports.mlp_port import torch_mlp
+
+    def eqx_mlp(activation="tanh"):
+        import equinox as eqx
+        import jax.numpy as jnp
+
+        class Dense(eqx.Module):   # batch-capable (eqx.nn.Linear takes one example)
+            weight: jax.Array
+            bias: jax.Array
+
+            def __init__(self, n_in, n_out, key):
+                self.weight = jax.random.normal(key, (n_out, n_in))
+                self.bias = jnp.zeros(n_out)
+
+            def __call__(self, x):
+                return x @ self.weight.T + self.bias
+
+        class MLP(eqx.Module):
+            a: Dense
+            b: Dense
+
+            def __init__(self, key):
+                ka, kb = jax.random.split(key)
+                self.a, self.b = Dense(3, 5, ka), Dense(5, 2, kb)
+
+            def __call__(self, x):
+                return self.b(getattr(jnp, activation)(self.a(x)))
+
+        return MLP(jax.random.PRNGKey(0))
+
+    def case(name, activation, call=None):
+        return ModuleCase(name=name, make=lambda rng: {"x": rng.standard_normal((4, 3))},
+                          modules={"torch": torch_mlp, "jax": lambda: eqx_mlp(activation)},
+                          call=None if call is None else {"jax": call},
+                          loss=lambda ops, out, inputs: ops.sum(out * out))
+
+    records = run_case(case("eqx_port", "tanh"), frameworks=["torch", "jax"], dtypes=("float64",))
+    pair = {r["param"]: r for r in records if r["check"] == "pairwise"}
+    # equinox keeps torch's (out, in) weight layout: the mapping is the identity, found by structure
+    assert {p: r["port_param"] for p, r in pair.items()} == {
+        "0.weight": "a/weight", "0.bias": "a/bias", "2.weight": "b/weight", "2.bias": "b/bias"}
+    assert all(r["verdict"] in ("pass", "skipped") for r in records), [r for r in records if r["verdict"] not in
+                                                                      ("pass", "skipped")]
+    assert {r["layer"] for r in records if r["check"] == "layer_grad" and r["verdict"] == "pass"} == {"0", "2"}
+
+    wrong = run_case(case("eqx_port_sin", "sin"), frameworks=["torch", "jax"], dtypes=("float64",))
+    assert {r["verdict"] for r in wrong if r["check"] == "pairwise"} == {"diverge"}
+    first = [r for r in wrong if r.get("first_divergence") and r["check"] == "layer_forward"]
+    assert [r["layer"] for r in first] == ["2"]
+
+    # a model called per example under jax.vmap: gradients compared, layers skipped in words
+    vmapped = run_case(case("eqx_port_vmap", "tanh", lambda model, inputs: jax.vmap(model)(inputs["x"])),
+                       frameworks=["torch", "jax"], dtypes=("float64",))
+    assert {r["verdict"] for r in vmapped if r["check"] == "pairwise"} == {"pass"}
+    refused = [r for r in vmapped if r["check"].startswith("layer_")]
+    assert refused and all(r["verdict"] == "skipped" and "jax.vmap" in r["message"] for r in refused)

@@ -113,7 +113,9 @@ def test_one_keras_model_runs_under_three_backends_each_in_its_own_worker(tmp_pa
     pairs = {frozenset((r["framework"], r["other_framework"])) for r in rows if r["check"] == "pairwise"}
     assert pairs == {frozenset(p) for p in (("jax", "tensorflow"), ("jax", "torch"), ("tensorflow", "torch"))}
     assert all(r["verdict"] == "pass" for r in rows if r["dtype"] == "float32")
-    assert all(r["verdict"] == "pass" for r in rows if r["check"] == "forward")
+    # the float64 losses differ by the float32 rounding of the jax and torch backends' batch norm
+    assert all(r["verdict"] == "pass" if r["dtype"] == "float32" else r["cause"] == "precision-loss"
+               for r in rows if r["check"] == "forward")
     first = [r for r in rows if r.get("first_divergence") and r["check"] == "layer_forward"]
     assert {r["layer"] for r in first} == {"bn1"} and len(first) == 3
     assert all(r["input_agrees"] and r["max_rel_err"] < 1e-6 for r in first)

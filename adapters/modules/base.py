@@ -93,6 +93,10 @@ class ModuleGlue:
         raise NotImplementedError
 
     # ---- helpers ------------------------------------------------------------------------
+    def check_tensors(self, out, events: list, tensors: list) -> None:
+        """Raise Unsupported where the layer tensors of an untransformed ``traced`` call cannot be
+        used outside it (a layer run inside a transformation of ``call``); the events still can."""
+
     def call_model(self, model, inputs: dict):
         return self.call(model, inputs) if self.call is not None else model(*inputs.values())
 

@@ -12,10 +12,11 @@ dtype their arrays promote to, but LayerNorm, GroupNorm and RMSNorm compute in t
 dtype (float32 at least) and cast their weights to it, so float64 values only give a float64
 computation with float64 inputs. The glue casts nothing.
 
-A layer called inside a ``jax.vmap`` (or ``jax.checkpoint``, ``lax.scan``) of ``call`` records
-that transform's tracers, which cannot be used once the call returns: trace a model called on
-one example, or on a batch by a Python loop in ``call``. The wrapping is process-wide for the
-length of a call: two threads must not trace at once.
+Layers are compared where the model is called on the whole batch, as its torch original is.
+A layer called inside a ``jax.vmap`` (or ``jax.checkpoint``, ``lax.scan``) of ``call`` holds that
+transform's tracers, which mean nothing once the call returns: the glue refuses to trace it
+(Unsupported, in words), and the gradients are compared all the same. The wrapping is
+process-wide for the length of a call: two threads must not trace at once.
 """
 from __future__ import annotations
 
@@ -97,6 +98,9 @@ class EquinoxGlue(ModuleGlue):
         return {p: as_float64(leaves[i]) for p, i in self._leaf.items()}
 
     # ---- evaluation -------------------------------------------------------------------
+    def check_tensors(self, out, events: list, tensors: list) -> None:
+        _no_escaped_tracers(out, events, tensors)
+
     def traced(self, values: dict, inputs: dict, taps: dict | None):
         unknown = [n for n in values if n not in self._leaf]
         if unknown:
@@ -112,6 +116,17 @@ class EquinoxGlue(ModuleGlue):
         with _Calls(layers, [type(sub) for _, sub in subs], log):
             out = self.call_model(model, inputs)
         return out, log.events, log.tensors
+
+
+def _no_escaped_tracers(out, events: list, tensors: list) -> None:
+    """A concrete output with a layer tensor that is still a tracer: the layer ran inside a
+    transformation of ``call`` (``jax.vmap`` over the batch, as Equinox models usually are), whose
+    tracers mean nothing once it returns. Said in words, not as jax's TracerArrayConversionError."""
+    for e, t in zip(events, tensors):
+        if isinstance(t, jax.core.Tracer):
+            raise Unsupported(f"layer {e.layer!r} ran inside a jax transformation of the case's call (jax.vmap?): its "
+                              "tensors cannot leave it, so layers are not compared (gradients still are); call the "
+                              "model on the whole batch to compare them")
 
 
 class _Calls:

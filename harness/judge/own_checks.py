@@ -147,13 +147,18 @@ def _fd(o: Observation, tol: Tolerance) -> list:
         name = info["localised"]["param"]
         g = grads[name].reshape(-1)[local["index"]]
         found = compare_arrays(g, local["estimate"], tol, scale, fd_error=local["error"], nondiff=local["nondiff"],
-                               left=local["left"], right=local["right"])
+                               left=local["left"], right=local["right"],
+                               kinks=continuous_kinks(local["nondiff"], local["left"], local["right"], scale))
         worst_flat = int(local["index"][int(np.argmax(np.abs(g - local["estimate"])))])
         loc = make_record(o, "fd", name, found, tol, fd_mode="directional+bisection",
                       message=f"localised by bisection in {info['localised']['probes']} probes")
         loc["worst_index"] = element_index(worst_flat, grads[name].shape)
         if found.verdict == "diverge":
-            loc["cause"] = "ad-bug"
+            _fd_cause(loc, found, o.framework, g, local["estimate"], local["error"], tol, scale)
+            if loc["cause"] == "nondiff-convention" and comparison.verdict == "diverge":
+                # the failing directions are explained by the block they were localised to
+                rec["cause"] = "nondiff-convention"
+                rec["message"] += f"; they cross a non-differentiable point of {name} (localised)"
         return [rec, loc]
     estimate, error = o.arrays("fd_estimate"), o.arrays("fd_error")
     left, right, nondiff = o.arrays("fd_left"), o.arrays("fd_right"), o.arrays("fd_nondiff")
@@ -172,17 +177,24 @@ def _fd(o: Observation, tol: Tolerance) -> list:
         if comparison.verdict == "nan" and comparison.nonfinite_at_kinks:
             rec["message"] = kink_message(rec, left[param], right[param], f"{o.framework} returns {comparison.got}")
         if comparison.verdict == "diverge":
-            if comparison.outside_hull and comparison.outside_hull == comparison.bad_elements:
-                rec["cause"] = "nondiff-convention"
-                rec["message"] = "autodiff lies outside the one-sided limits at a non-differentiable point"
-            elif symmetric_agreement(g, estimate[param], tol, scale, error[param]):
-                rec["cause"] = "default-semantics"
-                rec["message"] = (f"agrees with finite differences along symmetric perturbations only: {o.framework} "
-                                  "treats this matrix as symmetric (its gradient convention for a symmetric input)")
-            else:
-                rec["cause"] = "ad-bug"
+            _fd_cause(rec, comparison, o.framework, g, estimate[param], error[param], tol, scale)
         out.append(rec)
     return out
+
+
+def _fd_cause(rec: dict, comparison, framework: str, got, estimate, error, tol: Tolerance, scale: float) -> None:
+    """Why autodiff fails its finite differences, from the comparison alone: only at elements
+    finite differences found non-differentiable (a convention there), only off the symmetric
+    directions (a symmetric-input convention), or an autodiff bug."""
+    if comparison.outside_hull and comparison.outside_hull == comparison.bad_elements:
+        rec["cause"] = "nondiff-convention"
+        rec["message"] = "autodiff lies outside the one-sided limits at a non-differentiable point"
+    elif symmetric_agreement(got, estimate, tol, scale, error):
+        rec["cause"] = "default-semantics"
+        rec["message"] = (f"agrees with finite differences along symmetric perturbations only: {framework} "
+                          "treats this matrix as symmetric (its gradient convention for a symmetric input)")
+    else:
+        rec["cause"] = "ad-bug"
 
 
 def _complex(o: Observation, tol: Tolerance, fd_tol: Tolerance) -> list:

@@ -170,7 +170,8 @@ class ModuleProblem:
         the reference's order: rows of layer, port_layer, layer_type, calls. A layer called more
         than once (shared, looped) is compared on its first call and has no single output gradient."""
         port = self._port_values(self.xs)
-        _, events, tensors = self.glue.traced(port, self.native_inputs, None)
+        out, events, tensors = self.glue.traced(port, self.native_inputs, None)
+        self.glue.check_tensors(out, events, tensors)
         first = {}
         for e, t in zip(events, tensors):
             first.setdefault((e.layer, e.at), t)
