@@ -10,7 +10,7 @@ from tests.helpers import ROOT
 
 HARNESS = ROOT / "harness"
 #: the stages from the top: a module may import its own stage and any stage below it
-LAYERS = [("cli",), ("run",), ("render", "worker"), ("judge",), ("plan",), ("define",), ("store",)]
+LAYERS = [("cli",), ("fuzz",), ("run",), ("render", "worker"), ("judge",), ("plan",), ("define",), ("store",)]
 #: top-level modules: the public API (may use every stage) and the vocabulary every stage shares
 API = {"__init__", "__main__", "testing"}
 FOUNDATION = {"case", "vocab", "errors"}

@@ -1,4 +1,5 @@
-"""Command line: `python -m harness run | list` (report, compare, merge: harness/cli/commands.py).
+"""Command line: `python -m harness run | list` (report, compare, merge: harness/cli/commands.py;
+fuzz, repro: harness/cli/fuzzing.py).
 
 Exit codes: 0 nothing diverged; 1 a gradient diverged, was NaN where its reference is not,
 or a task failed with an error (what --fail-on names); 2 bad usage or input (unknown case,
@@ -18,7 +19,7 @@ import time
 from typing import TYPE_CHECKING
 
 from adapters import FRAMEWORKS
-from harness.cli import commands
+from harness.cli import commands, fuzzing
 from harness.define.loader import BUILTIN, builtin_cases, select
 from harness.define.ops_spec import OPS
 from harness.errors import HarnessError, UsageError
@@ -82,6 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="list only these cases (the --cases of run: names, tags, globs, FILE.py, "
                           "FILE.py::NAME), e.g. a case file's own")
     commands.add_subcommands(sub)
+    fuzzing.add_commands(sub)
     return parser
 
 
@@ -276,6 +278,8 @@ def main(argv=None) -> int:
             return cmd_list(args)
         if args.command in commands.COMMANDS:
             return commands.dispatch(args, argv)
+        if args.command in fuzzing.COMMANDS:
+            return fuzzing.dispatch(args, argv)
         return cmd_run(args, argv)
     except HarnessError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -61,6 +61,7 @@ class Settings:
     shard: dict | None = None                     # --shard K/N: {"index", "count", "of_cases", ...}
     executor: str = "local"                       # --executor: local processes or ray (harness.run.executors)
     expected: list = field(default_factory=list)  # --expected FILE...: a project's known divergences
+    plots: bool = True                            # the run folder's plots (harness fuzz's batches: none)
 
 
 #: Settings fields that do not change what a run computes: --resume may not carry them over
@@ -172,7 +173,7 @@ def execute(settings: Settings, resume: Path | None = None, progress=None) -> tu
         meta["interrupted"] = {"signal": interrupted.name, "finished": len(rows), "tasks": len(plan.tasks),
                                "run_dir": str(run_dir)}
     try:
-        write_run(run_dir, records, meta)
+        write_run(run_dir, records, meta, plots=settings.plots)
     except OSError as exc:
         raise OutputError(f"writing the results in {run_dir} failed: {exc.strerror or exc}; the observations "
                           f"are kept: make room, then `python -m harness run --resume {run_dir}`") from None

@@ -1,0 +1,132 @@
+"""`harness fuzz` end to end, on a user's ops file with two planted differences: `cube`, whose torch
+custom gradient is wrong (2x^2 for 3x^2), must come out as a finding minimised to that op alone,
+with a repro script that reproduces it; `kink`, a relu whose torch subgradient at 0 is 1 (jax's is
+0), differs only at the non-differentiable point and must never be a finding."""
+import importlib.util
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tests.helpers import harness
+
+OPS_FILE = '''
+import numpy as np
+
+
+def _torch_cube(x):
+    import torch
+
+    class Cube(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            ctx.save_for_backward(x)
+            return x * x * x
+
+        @staticmethod
+        def backward(ctx, g):
+            (x,) = ctx.saved_tensors
+            return g * 2.0 * x * x      # planted: the derivative is 3 x^2
+
+    return Cube.apply(x)
+
+
+def _torch_kink(x):
+    import torch
+
+    class Kink(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            ctx.save_for_backward(x)
+            return torch.relu(x)
+
+        @staticmethod
+        def backward(ctx, g):
+            (x,) = ctx.saved_tensors
+            return g * (x >= 0).to(g.dtype)   # subgradient 1 at 0
+
+    return Kink.apply(x)
+
+
+def _jax_kink(x):
+    import jax
+
+    return jax.nn.relu(x)
+
+
+FUZZ_OPS = [
+    {"name": "cube", "numpy": lambda x: x * x * x, "torch": _torch_cube, "jax": lambda x: x * x * x, "weight": 2.0},
+    {"name": "kink", "numpy": lambda x: np.maximum(x, 0.0), "torch": _torch_kink, "jax": _jax_kink,
+     "smooth": False, "weight": 2.0},
+]
+'''
+
+
+def _installed(*names):
+    return all(importlib.util.find_spec(n) is not None for n in names)
+
+
+@pytest.fixture(scope="module")
+def fuzz_run(tmp_path_factory):
+    if not _installed("torch", "jax"):
+        pytest.skip("needs torch and jax")
+    root = tmp_path_factory.mktemp("fuzz")
+    (root / "my_ops.py").write_text(OPS_FILE)
+    out = root / "out"
+    proc = harness("fuzz", "--budget", "80s", "--frameworks", "torch,jax", "--dtypes", "float64", "--modes", "eager",
+                   "--ops", "cube,kink,sin,exp,mul,sum,tanh", "--extra-ops", root / "my_ops.py", "--max-ops", "4",
+                   "--round-size", "16", "--seed", "0", "--out", out, "--quiet", timeout=600)
+    rows = [json.loads(line) for line in (out / "findings.jsonl").read_text().splitlines()] \
+        if (out / "findings.jsonl").exists() else []
+    return proc, out, rows
+
+
+def test_the_planted_custom_gradient_is_found_and_minimised_to_its_op(fuzz_run):
+    proc, out, rows = fuzz_run
+    assert proc.returncode == 1, proc.stderr
+    fd = [r for r in rows if r["check"] == "fd" and r["framework"] == "torch"]
+    assert fd, [(r["check"], r["framework"], r["ops"]) for r in rows]
+    assert fd[0]["ops"] == ["cube"] and fd[0]["size"][0] == 1, fd[0]["text"]
+    assert fd[0]["cause"] == "ad-bug"
+    report = (out / "fuzz.md").read_text()
+    assert fd[0]["id"] in report and "programs per minute" in report
+
+
+def test_every_finding_reproduces_in_its_standalone_scripts_and_its_case_file(fuzz_run):
+    _, _, rows = fuzz_run
+    assert rows
+    for row in rows:
+        assert row["scripts"], row["id"]
+        for framework, path in row["scripts"].items():
+            text = open(path).read()
+            assert "import harness" not in text and "from harness" not in text
+            done = subprocess.run([sys.executable, path], capture_output=True, text=True, timeout=300)
+            assert done.returncode == 1, (row["id"], framework, done.stdout[-2000:], done.stderr[-2000:])
+            assert "REPRODUCES" in done.stdout
+    first = rows[0]
+    again = harness(*first["run"].split()[3:], "--quiet", "--out", str(first["case_file"]).replace("cases.py", "rerun"))
+    assert again.returncode == 1, again.stderr
+
+
+def test_a_difference_only_at_the_kink_is_never_a_finding(fuzz_run):
+    _, _, rows = fuzz_run
+    assert not [r for r in rows if "cube" not in r["ops"]], [(r["check"], r["text"]) for r in rows]
+
+
+def test_repro_writes_standalone_scripts_for_a_divergence_of_an_ordinary_run(tmp_path):
+    if not _installed("torch", "jax"):
+        pytest.skip("needs torch and jax")
+    run = tmp_path / "run"
+    done = harness("run", "--cases", "op_max_ties", "--frameworks", "torch,jax", "--dtypes", "float64",
+                   "--timing", "off", "--out", run, "--quiet")
+    assert done.returncode in (0, 1), done.stderr
+    made = harness("repro", run, "--case", "op_max_ties", "--out", tmp_path / "repro")
+    assert made.returncode == 0, made.stderr
+    scripts = sorted((tmp_path / "repro").glob("repro_*.py"))
+    assert [p.name for p in scripts] == ["repro_jax.py", "repro_torch.py"]
+    for path in scripts:
+        out = subprocess.run([sys.executable, path], capture_output=True, text=True, timeout=300)
+        assert out.returncode == 1, out.stdout[-2000:] + out.stderr[-2000:]
+    missing = harness("repro", run, "--case", "no_such_case")
+    assert missing.returncode == 2 and missing.stderr.count("\n") == 1
