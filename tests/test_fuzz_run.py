@@ -130,3 +130,25 @@ def test_repro_writes_standalone_scripts_for_a_divergence_of_an_ordinary_run(tmp
         assert out.returncode == 1, out.stdout[-2000:] + out.stderr[-2000:]
     missing = harness("repro", run, "--case", "no_such_case")
     assert missing.returncode == 2 and missing.stderr.count("\n") == 1
+
+
+def test_ctrl_c_stops_the_fuzzer_cleanly_and_keeps_what_it_wrote(tmp_path):
+    import signal
+    import time
+
+    from tests.helpers import ROOT
+
+    if not _installed("torch"):
+        pytest.skip("needs torch")
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-m", "harness", "fuzz", "--budget", "5m", "--frameworks", "torch",
+                             "--dtypes", "float64", "--modes", "eager", "--out", str(out), "--quiet"],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not list(out.glob("batches/*/run/observations.jsonl")) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr[-2000:]
+    assert "Interrupted" in (out / "fuzz.md").read_text()
+    assert (out / "findings.jsonl").exists() and "Traceback" not in stderr

@@ -275,8 +275,10 @@ class Fuzzer:
                 if self._covered(sig, label, alone.program) is not None:
                     self._covered(sig, label, alone.program).duplicates += 1
                     continue
-                finding = Finding(f"F{self.finding_count + 1:03d}", sig, label, alone.program, alone.point,
-                                  rec, result, alone.name, alone.program.size())
+                # shown at a perturbed point where one shows it: away from any tie or kink of the edge point
+                near = next((s for s in shifted if _shows(result, s.name, sig, None)), alone)
+                finding = Finding(f"F{self.finding_count + 1:03d}", sig, label, near.program, near.point,
+                                  _matching(result, near.name, sig, None), result, near.name, near.program.size())
                 self.finding_count += 1
                 self.outcome.findings.append(finding)
                 confirmed.append(finding)

@@ -5,9 +5,10 @@ smallest that still shows the same divergence is kept, and again until none does
 cut the program at an earlier node (its output becomes the program's), drop a node (its
 consumers take its same-shaped argument instead), or replace a node by a leaf holding its exact
 float64 value at the point (which keeps the values reaching the divergent op while removing all
-that computed them). Over elements: slice every leaf along an axis of one length to fewer entries,
-then set entries that are not needed to a plain 1 or 0. Every reduction is re-validated by the
-float64 forward (harness.fuzz.generate.invalid); the loss's weights are sliced with the output.
+that computed them). Over elements: slice every leaf along an axis of one length to fewer entries
+(values are kept: plainer ones, 0 and 1, would put the point back on ties and kinks). Every
+reduction is re-validated by the float64 forward (harness.fuzz.generate.invalid); the loss's
+weights are sliced with the output.
 """
 from __future__ import annotations
 
@@ -79,11 +80,10 @@ def reductions(program: Program, point: Point, rng, numpy=NUMPY_OPS) -> list:
             rewired = _rewire(Program(program.params + ((leaf, np.shape(env[name])),), program.nodes), name, leaf)
             out.append(finish(rewired, params))
     out += _slices(program, point, finish)
-    out += _plain_entries(program, point, finish)
     size = program.size()
     seen, kept = set(), []
     for r in out:
-        if r is None or r[0].size() >= size and not _plainer(r[1], point):
+        if r is None or r[0].size() >= size:
             continue
         key = (str(r[0].to_json()), str(r[1].to_json()))
         if key not in seen:
@@ -113,32 +113,9 @@ def _slices(program: Program, point: Point, finish) -> list:
     return out
 
 
-def _plain_entries(program: Program, point: Point, finish) -> list:
-    """Each leaf with its entries set to 1.0 where they are not already 0 or 1 (one leaf at a time):
-    a divergence that survives does not need those values."""
-    out = []
-    for name, _ in program.params:
-        value = point.params[name]
-        if np.all((value == 0) | (value == 1)):
-            continue
-        out.append(finish(program, dict(point.params, **{name: np.where(value == 0, 0.0, 1.0)})))
-    return out
-
-
-def _plainer(new: Point, old: Point) -> bool:
-    """The new point has more entries that are exactly 0 or 1 (same program size)."""
-    def plain(p):
-        return sum(int(np.sum((v == 0) | (v == 1))) for v in p.params.values())
-    return plain(new) > plain(old)
-
-
 def smaller(a: tuple, b: tuple) -> bool:
-    """(program, point) ``a`` is a smaller repro than ``b``: fewer ops, fewer elements, plainer."""
-    def key(r):
-        program, point = r
-        plain = sum(int(np.sum((v == 0) | (v == 1))) for v in point.params.values())
-        return program.size() + (-plain,)
-    return key(a) < key(b)
+    """(program, point) ``a`` is a smaller repro than ``b``: fewer ops, then fewer elements."""
+    return a[0].size() < b[0].size()
 
 
 __all__ = ["reductions", "smaller", "values"]
