@@ -1,0 +1,1 @@
+"""Stage 2, fuzzing: `harness fuzz` (generated programs screened in packs, filtered, confirmed, minimised; findings with standalone repro scripts) and `harness repro` (those scripts for an ordinary run's divergence)."""

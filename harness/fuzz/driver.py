@@ -3,20 +3,23 @@
 One loop of rounds, each a few batched runs (harness.fuzz.batch), so worker processes start once
 per step rather than once per program:
 
-1. a round of generated programs runs on every framework, dtype and mode asked;
+1. a round's programs run in packs (harness.fuzz.program.pack_case: several programs as one case
+   over disjoint leaves) on every framework, dtype and mode asked;
 2. each failing record is triaged (harness.fuzz.triage): precision differences are dropped,
-   conventions, shared NaN and errors are kept apart, the rest are candidates; a candidate whose
-   check, frameworks and ops an earlier finding already covers is counted as its duplicate;
-3. candidates are confirmed in one run restricted to their frameworks and settings: the same point
-   again (a divergence that does not recur is nondeterministic) and two perturbed points (one that
-   vanishes at both sits on a non-differentiable point: a convention, reported apart);
-4. confirmed ones are minimised together (harness.fuzz.shrink): each step runs every reduction of
-   every open finding at its point and at a perturbed copy, and keeps for each the smallest that
-   still shows the same divergence at both.
+   conventions, shared NaN and errors are kept apart, the rest make their member a suspect (a
+   record of the whole pack, ``*``, makes every member one); a suspect whose check, frameworks and
+   ops an earlier finding already covers is counted as its duplicate;
+3. suspects are confirmed alone, in one run restricted to their frameworks and settings: at their
+   point (a divergence no member shows alone is dropped), and at two perturbed points (one that
+   vanishes at both sits on a non-differentiable point: a convention, kept apart); a finding is
+   shown at the perturbed point that reproduces it;
+4. findings are minimised together (harness.fuzz.shrink): each step runs the smallest reductions
+   of every open finding at their point and at a perturbed copy, and keeps for each the smallest
+   that still shows the same divergence at both.
 
-Minimisation gets the time it needs: a new round starts only while the budget leaves room for
-one round and its minimisation (the last rounds' cost measured). Ctrl-C stops at once and keeps
-every finding so far, minimised as far as it got.
+A round is sized to half the time left at the last round's measured cost, and every batch's
+workers are limited to the time left, so the budget holds. Ctrl-C stops at once and keeps every
+finding so far, minimised as far as it got.
 """
 from __future__ import annotations
 
