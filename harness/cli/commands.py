@@ -21,6 +21,23 @@ COMMANDS = ("report", "compare", "merge")
 GATES = ("new", "vanished")
 
 
+def _csv(value: str) -> list:
+    return [t.strip() for t in value.split(",") if t.strip()]
+
+
+def choose(value: str, allowed, what: str) -> list:
+    """A comma-separated choice from ``allowed``; ``both`` names both of a two-way choice."""
+    picked = _csv(value)
+    if picked == ["both"] and len(allowed) == 2:
+        return list(allowed)
+    unknown = [p for p in picked if p not in allowed]
+    if unknown:
+        raise UsageError(f"unknown {what} {unknown[0]!r} (choose from {', '.join(allowed)})")
+    if not picked:
+        raise UsageError(f"no {what} given")
+    return picked
+
+
 # ---- run options -------------------------------------------------------------------------------------
 def add_run_options(run) -> None:
     run.add_argument("--shard", metavar="K/N",
@@ -359,6 +376,6 @@ def cmd_merge(args, argv) -> int:
     return finish(run_dir, records, meta, args)
 
 
-__all__ = ["COMMANDS", "add_run_options", "add_subcommands", "apply_run_options",
+__all__ = ["choose", "COMMANDS", "add_run_options", "add_subcommands", "apply_run_options",
            "check_out_file", "check_out_folder", "command_line", "dispatch", "fail_on_verdicts", "failed",
            "finish", "progress_for", "remove_created", "rerender", "say", "silence_stdout"]

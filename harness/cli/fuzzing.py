@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 from adapters import FRAMEWORKS
+from harness.cli.commands import choose
 from harness.errors import UsageError
 from harness.judge.tolerance import DTYPE_TOLERANCE
 
@@ -63,15 +64,6 @@ def dispatch(args, argv) -> int:
     return cmd_fuzz(args) if args.command == "fuzz" else cmd_repro(args)
 
 
-def _choose(value: str, allowed, what: str) -> list:
-    picked = [t.strip() for t in value.split(",") if t.strip()]
-    unknown = [p for p in picked if p not in allowed]
-    if unknown or not picked:
-        raise UsageError(f"unknown {what} {unknown[0]!r} (choose from {', '.join(allowed)})" if unknown
-                         else f"no {what} given")
-    return picked
-
-
 def cmd_fuzz(args) -> int:
     from harness.cli.commands import check_out_folder
     from harness.fuzz.driver import FuzzSettings
@@ -81,21 +73,21 @@ def cmd_fuzz(args) -> int:
     if args.frameworks is None:
         frameworks = [fw for fw, info in FRAMEWORKS.items() if info.installed()]
     else:
-        frameworks = _choose(args.frameworks, FRAMEWORKS, "framework")
+        frameworks = choose(args.frameworks, FRAMEWORKS, "framework")
         absent = [fw for fw in frameworks if not FRAMEWORKS[fw].installed()]
         if absent:
             raise UsageError(f"{absent[0]} is not installed: {FRAMEWORKS[absent[0]].install}")
     if not frameworks:
         raise UsageError("no framework is installed: " + "; ".join(i.install for i in FRAMEWORKS.values()))
-    dtypes = _choose(args.dtypes, DTYPE_TOLERANCE, "dtype")
-    modes = _choose(args.modes.replace("both", "eager,compiled"), ("eager", "compiled"), "mode")
+    dtypes = choose(args.dtypes, DTYPE_TOLERANCE, "dtype")
+    modes = choose(args.modes, ("eager", "compiled"), "mode")
     extra = None
     if args.extra_ops:
         from harness.fuzz import extra_ops
 
         extra = str(Path(args.extra_ops).resolve())
         extras = extra_ops.load(extra)   # a broken file is refused before anything runs
-    ops = _choose(args.ops, {**OPSET, **(extras if extra else {})}, "op") if args.ops else None
+    ops = choose(args.ops, {**OPSET, **(extras if extra else {})}, "op") if args.ops else None
     if min(args.max_ops, args.round_size, args.pack_size, args.jobs) < 1:
         raise UsageError("--max-ops, --round-size, --pack-size and --jobs must be at least 1")
     budget = budget_seconds(args.budget)

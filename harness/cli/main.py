@@ -42,23 +42,6 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"error: {message} (see `{self.prog} --help`)\n")
 
 
-def _csv(value: str) -> list:
-    return [t.strip() for t in value.split(",") if t.strip()]
-
-
-def _choose(value: str, allowed, what: str) -> list:
-    """A comma-separated choice from ``allowed``; ``both`` names both of a two-way choice."""
-    picked = _csv(value)
-    if picked == ["both"] and len(allowed) == 2:
-        return list(allowed)
-    unknown = [p for p in picked if p not in allowed]
-    if unknown:
-        raise UsageError(f"unknown {what} {unknown[0]!r} (choose from {', '.join(allowed)})")
-    if not picked:
-        raise UsageError(f"no {what} given")
-    return picked
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="python -m harness",
@@ -150,7 +133,7 @@ def settings_from(args, argv) -> "Settings":
             raise UsageError("no framework is installed: " + "; ".join(i.install for i in FRAMEWORKS.values()))
         missing = {}
     else:
-        frameworks = _choose(args.frameworks, FRAMEWORKS, "framework")
+        frameworks = commands.choose(args.frameworks, FRAMEWORKS, "framework")
         missing = {fw: FRAMEWORKS[fw].install for fw in frameworks if not FRAMEWORKS[fw].installed()}
     try:
         devices = device_discovery.resolve(args.devices)
@@ -171,8 +154,8 @@ def settings_from(args, argv) -> "Settings":
     known.entries_for(cases, args.expected)   # a malformed --expected table is refused before anything runs
     return Settings(
         cases=cases, frameworks=frameworks, devices=devices,
-        dtypes=_choose(args.dtypes, DTYPE_TOLERANCE, "dtype"), modes=_choose(args.modes, MODES, "mode"),
-        precisions=_choose(args.precision, PRECISIONS, "precision"), seed=args.seed, out=args.out,
+        dtypes=commands.choose(args.dtypes, DTYPE_TOLERANCE, "dtype"), modes=commands.choose(args.modes, MODES, "mode"),
+        precisions=commands.choose(args.precision, PRECISIONS, "precision"), seed=args.seed, out=args.out,
         jobs=args.jobs, threads=args.threads if args.threads is not None else _cpus(), timeout=args.timeout,
         fd_mode=args.fd_mode, timing=None if args.timing == "off" else args.timing, quiet=args.quiet,
         command=commands.command_line(argv), missing=missing,

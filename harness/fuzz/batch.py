@@ -8,11 +8,13 @@ reduction of every finding being minimised, in one batch, so the workers start o
 """
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass
 from pathlib import Path
 
 from harness.define.loader import load_file
+from harness.fuzz import triage
 from harness.fuzz.program import Point, Program, case_file_text
 from harness.judge.observation import Observation
 from harness.run.session import Settings, execute
@@ -42,6 +44,11 @@ class Batch:
     """A finished run's records, and its folder for the arrays (any run folder will do)."""
     run_dir: Path
     records: list
+
+    @functools.cached_property
+    def context(self) -> dict:
+        """harness.fuzz.triage.context of the records, for judging many of them."""
+        return triage.context(self.records)
 
     def failing(self, name: str) -> list:
         return [r for r in self.records if r["case"] == name]

@@ -265,7 +265,7 @@ class Fuzzer:
                 if rec is None:
                     continue
                 alone_too.add((pack, sig))
-                label = judge(rec, result.records).label
+                label = judge(rec, result.records, result.context).label
                 semantics = misused_semantics(alone.program)
                 if semantics:
                     self.outcome.observed.append(Observed("apart", "default-semantics", rec, alone.program, semantics))
@@ -275,8 +275,9 @@ class Fuzzer:
                         "apart", "nondiff-convention", rec, alone.program,
                         "vanishes at perturbed points: the point is (near) a non-differentiable one"))
                     continue
-                if self._covered(sig, label, alone.program) is not None:
-                    self._covered(sig, label, alone.program).duplicates += 1
+                known = self._covered(sig, label, alone.program)
+                if known is not None:
+                    known.duplicates += 1
                     continue
                 # shown at a perturbed point where one shows it: away from any tie or kink of the edge point
                 near = next((s for s in shifted if _shows(result, s.name, sig, None)), alone)
@@ -374,7 +375,7 @@ def _matching(result, name: str, sig: tuple, label) -> dict | None:
     rows = [r for r in result.failing(name) if r["verdict"] in DIVERGING and signature(r) == sig]
     fits = []
     for r in rows:
-        v: Verdict = judge(r, result.records)
+        v: Verdict = judge(r, result.records, result.context)
         if v.kind == "candidate" and (label is None or v.label == label):
             fits.append(r)
     return max(fits, key=lambda r: r.get("max_rel_err") or 0.0) if fits else None

@@ -142,12 +142,4 @@ def _named(program: Program, names: dict) -> Program:
     return Program(tuple((names[k], s) for k, s in program.params), nodes)
 
 
-def ops_of(case: Case) -> set:
-    """The ops a neutral case's loss calls (empty where it cannot be traced)."""
-    try:
-        return set(trace(case)[0].ops())
-    except (TraceError, Exception):  # noqa: BLE001 - a case numpy cannot run has no op set here
-        return set()
-
-
-__all__ = ["TraceError", "TracingOps", "ops_of", "trace"]
+__all__ = ["TraceError", "TracingOps", "trace"]

@@ -75,10 +75,15 @@ def _all_nan(record: dict, records: list) -> bool:
     return len({r["framework"] for r in own}) == 2 and all(r["verdict"] == "nan" for r in own)
 
 
-def judge(record: dict, records: list, floors: dict | None = None) -> Verdict:
+def context(records: list) -> dict:
+    """What judging one record needs of all of them, computed once per round: the float32 floors and
+    the loss values."""
+    return {"floors": _reference_errors(records), "losses": _loss_values(records)}
+
+
+def judge(record: dict, records: list, known: dict | None = None) -> Verdict:
     """The verdict of one failing record among its round's ``records``."""
-    if floors is None:
-        floors = _reference_errors(records)
+    known = known if known is not None else context(records)
     if record["verdict"] == "error":
         return Verdict("apart", "error", (record.get("message") or "").split("\n")[0])
     if record["check"] not in ORACLES:
@@ -97,7 +102,7 @@ def judge(record: dict, records: list, floors: dict | None = None) -> Verdict:
         return Verdict("apart", APART_CAUSES[cause], record.get("message", ""))
     if _shared_nan(record, records) or (record["check"] == "pairwise" and _all_nan(record, records)):
         return Verdict("apart", "shared-nan", "NaN/inf alike in every framework")
-    loss = _loss_values(records).get((record["case"], record["framework"], record["dtype"], record["mode"]))
+    loss = known["losses"].get((record["case"], record["framework"], record["dtype"], record["mode"]))
     if loss is not None and (record.get("max_abs_err") or 0.0) <= RESOLUTION * abs(loss):
         return Verdict("dropped", "below-resolution",
                        f"error {record.get('max_abs_err'):.3g} is {RESOLUTION:g} of the loss ({loss:.3g}) or less")
@@ -106,7 +111,7 @@ def judge(record: dict, records: list, floors: dict | None = None) -> Verdict:
         return Verdict("apart", "precision-loss",
                        f"float64 off by {record.get('max_rel_err'):.2g} relative: float32-level rounding (an "
                        "intermediate computed in float32), not a wrong derivative")
-    floor = _floor(record, floors)
+    floor = _floor(record, known["floors"])
     if floor is not None and (record.get("max_abs_err") or 0.0) <= PRECISION_K * floor:
         return Verdict("dropped", "precision-floor",
                        f"error {record.get('max_abs_err'):.3g} within {PRECISION_K:g} x the best framework's "
@@ -172,8 +177,8 @@ def _symmetrised(name, nodes: dict) -> bool:
 
 def triage(records: list) -> list:
     """(record, Verdict) for every failing record (verdict diverge, nan or error) of a round."""
-    floors = _reference_errors(records)
-    return [(r, judge(r, records, floors)) for r in records if r["verdict"] in DIVERGING + ("error",)]
+    known = context(records)
+    return [(r, judge(r, records, known)) for r in records if r["verdict"] in DIVERGING + ("error",)]
 
 
-__all__ = ["APART_CAUSES", "DROPPED_CAUSES", "FLOAT32_LEVEL", "ORACLES", "PRECISION_K", "RESOLUTION", "Verdict", "judge", "misused_semantics", "signature", "triage"]
+__all__ = ["APART_CAUSES", "DROPPED_CAUSES", "FLOAT32_LEVEL", "ORACLES", "PRECISION_K", "RESOLUTION", "Verdict", "context", "judge", "misused_semantics", "signature", "triage"]
