@@ -109,6 +109,11 @@ TASK_COST = 1.0
 TIMING_COST = {None: 0.0, "quick": 1.0, "full": 8.0}
 FD_COST_PER_ELEMENT = 1.0 / 2000
 FD_COST_CAP = 10.0
+#: a task's cost by framework, relative to torch's: measured over `run --all` (eager, 2-core CPU,
+#: cold caches): torch 0.13-0.20 s, TensorFlow 0.22-0.48 s, JAX 0.73-1.3 s a task (eager JAX compiles
+#: every primitive for every shape with XLA), the upper figures with two workers at once. Only a
+#: first guess: a run balances its chunks on the seconds measured last time (harness.run.history)
+FRAMEWORK_COST = {"torch": 1.0, "tensorflow": 2.0, "jax": 5.0}
 
 
 def case_elements(case, seed: int = 0) -> int:
@@ -129,7 +134,7 @@ def task_cost(task: Task, elements: int, second_order: bool = False) -> float:
         cost += min(FD_COST_CAP, elements * FD_COST_PER_ELEMENT) * (2.0 if second_order else 1.0)
     if task.mode == "compiled":
         cost += 2.0
-    return cost
+    return cost * FRAMEWORK_COST.get(task.framework, 1.0)
 
 
 def parse_shard(text: str) -> tuple:
@@ -143,30 +148,105 @@ def parse_shard(text: str) -> tuple:
     return k, n
 
 
+def balance(costs: dict, count: int) -> tuple:
+    """Greedy longest-processing-time assignment of named costs to ``count`` bins: the largest
+    first onto the least-loaded bin (ties by name and bin number), so it depends only on the set of
+    names and costs, never on their order. Returns ({name: bin, 0-based}, [load per bin])."""
+    loads = [0.0] * count
+    owner = {}
+    for name in sorted(costs, key=lambda n: (-costs[n], n)):
+        k = min(range(count), key=lambda i: (loads[i], i))
+        owner[name] = k
+        loads[k] += costs[name]
+    return owner, loads
+
+
 def shard_cases(cases, index: int, count: int, plan_args: dict) -> tuple:
     """The cases of shard ``index`` (1-based) of ``count``, and every case's shard.
 
     Whole cases go to one shard: a case's reference task and its pairwise checks need all of its
-    tasks together. Assignment is greedy by estimated cost (largest first onto the least-loaded
-    shard, ties by name and shard number), so it is balanced, and it depends only on the set of
-    cases and the settings, never on the order they were given in: every shard of a CI matrix
-    computes the same assignment independently. ``plan_args`` are make_plan's keyword arguments
-    (frameworks, devices, dtypes, modes, precisions, seed, fd_mode, timing).
+    tasks together. Assignment is greedy by estimated cost (``balance``), so it is balanced, and it
+    depends only on the set of cases and the settings, never on the order they were given in: every
+    shard of a CI matrix computes the same assignment independently. ``plan_args`` are make_plan's
+    keyword arguments (frameworks, devices, dtypes, modes, precisions, seed, fd_mode, timing).
     """
     costs = {}
     for case in cases:
-        elements = case_elements(case, plan_args.get("seed", 0))
         tasks = make_plan([case], **plan_args).tasks
-        second = "twice-differentiable" in case.tags
-        costs[case.name] = sum(task_cost(t, elements, second) for t in tasks) or TASK_COST
-    loads = [0.0] * count
-    owner = {}
-    for case in sorted(cases, key=lambda c: (-costs[c.name], c.name)):
-        k = min(range(count), key=lambda i: (loads[i], i))
-        owner[case.name] = k + 1
-        loads[k] += costs[case.name]
+        costs[case.name] = sum(task_costs(tasks, {case.name: case}, plan_args.get("seed", 0)).values()) or TASK_COST
+    owner, loads = balance(costs, count)
+    owner = {name: k + 1 for name, k in owner.items()}
     return [c for c in cases if owner[c.name] == index], owner, loads
 
 
-__all__ = ["FD_COST_CAP", "FD_COST_PER_ELEMENT", "REFERENCE", "TASK_COST", "TIMING_COST", "case_elements",
-           "is_reference", "make_plan", "parse_shard", "Plan", "shard_cases", "Task", "task_cost"]
+def task_costs(tasks, cases: dict, seed: int = 0) -> dict:
+    """{task id: estimated cost} (``task_cost``), each case's make() run once for its size."""
+    elements, second = {}, {}
+    for name, case in cases.items():
+        elements[name] = case_elements(case, seed)
+        second[name] = "twice-differentiable" in getattr(case, "tags", ())
+    return {t.id: task_cost(t, elements.get(t.case, 1), second.get(t.case, False)) for t in tasks}
+
+
+# ---- chunks: a worker group split over parallel workers (--jobs) or Ray tasks -----------------------
+#: chunks per lane when a local run splits its groups (--jobs N): more than one, so the groups'
+#: unequal costs even out over the lanes (list scheduling, largest first), few enough that a
+#: framework's start-up (1-5 s) stays small beside a chunk's work
+CHUNKS_PER_LANE = 2
+#: the least estimated cost worth a chunk of its own (~6 s of work here, against a framework's start
+#: of 1-5 s): a small run is not split into chunks that mostly start frameworks
+MIN_CHUNK_COST = 60.0
+
+
+@dataclass
+class Chunk:
+    """Whole cases of one worker group (``key`` = (framework, device, precision)), run by one worker
+    process: ``index`` of ``count`` chunks of that group, ``cost`` their estimated cost."""
+    key: tuple
+    tasks: list
+    index: int = 0
+    count: int = 1
+    cost: float = 0.0
+
+    @property
+    def log_name(self) -> str:
+        """The worker log's file name in a run's logs/ folder (chunk 1, or a whole group: the group's)."""
+        framework, device, precision = self.key
+        part = f".{self.index + 1}" if self.index else ""
+        return f"{framework}-{device.replace(':', '')}-{precision}{part}.log"
+
+    @property
+    def cases(self) -> list:
+        return sorted({t.case for t in self.tasks})
+
+
+def chunk_groups(groups: dict, costs: dict, parts: int, min_cost: float = MIN_CHUNK_COST) -> list:
+    """Split worker groups ({key: tasks}) into about ``parts`` chunks in all, each of whole cases (a
+    module case's float32 task reuses what its float64 task built, and a case's tasks then share one
+    process's caches), a group's share of the chunks following its share of the cost (``costs``: task
+    id -> cost), its cases balanced over them (``balance``), none below ``min_cost`` unless its whole
+    group is. Largest chunk first: in that order a pool of lanes is list-scheduled. ``parts`` <= the number of groups: one chunk per group, in order.
+    """
+    def cost_of(tasks):
+        return sum(costs.get(t.id, TASK_COST) for t in tasks)
+
+    if parts <= len(groups):
+        return [Chunk(key, list(tasks), 0, 1, cost_of(tasks)) for key, tasks in groups.items()]
+    total = sum(cost_of(tasks) for tasks in groups.values()) or 1.0
+    chunks = []
+    for key, tasks in groups.items():
+        by_case: dict = {}
+        for t in tasks:
+            by_case.setdefault(t.case, []).append(t)
+        count = max(1, min(len(by_case), round(parts * cost_of(tasks) / total),
+                           int(cost_of(tasks) // min_cost)))
+        owner, loads = balance({name: cost_of(ts) for name, ts in by_case.items()}, count)
+        for k in range(count):
+            mine = [t for t in tasks if owner[t.case] == k]
+            chunks.append(Chunk(key, mine, k, count, loads[k]))
+    return sorted(chunks, key=lambda c: -c.cost)
+
+
+__all__ = ["balance", "Chunk", "chunk_groups", "CHUNKS_PER_LANE", "FD_COST_CAP", "FD_COST_PER_ELEMENT",
+           "FRAMEWORK_COST", "MIN_CHUNK_COST", "REFERENCE", "TASK_COST", "TIMING_COST", "case_elements", "is_reference", "make_plan",
+           "parse_shard", "Plan", "shard_cases", "Task", "task_cost", "task_costs"]

@@ -14,7 +14,7 @@ import sys
 import time
 from collections import OrderedDict, deque
 
-from harness.plan.tasks import case_elements, task_cost
+from harness.plan.tasks import task_costs
 
 
 def _clock(seconds: float) -> str:
@@ -40,14 +40,9 @@ class Progress:
         self._last_draw = 0.0
 
     # ---- the run's side ------------------------------------------------------------------------
-    def start(self, tasks, cases=None, run_dir=None, already: int = 0) -> None:
-        cases = cases or {}
-        elements = {}
-        second = {}
-        for name, case in cases.items():
-            elements[name] = case_elements(case, 0)
-            second[name] = "twice-differentiable" in getattr(case, "tags", ())
-        self.weight = {t.id: task_cost(t, elements.get(t.case, 1), second.get(t.case, False)) for t in tasks}
+    def start(self, tasks, cases=None, run_dir=None, already: int = 0, costs: dict | None = None) -> None:
+        """``costs``: task id -> estimated cost (harness.plan.tasks.task_costs), computed here if not given."""
+        self.weight = costs if costs is not None else task_costs(tasks, cases or {})
         self.total_weight = sum(self.weight.values()) or 1.0
         self.total = len(tasks)
         self.already = already
