@@ -1,16 +1,33 @@
 """Running the CLI as a user does: a subprocess from the project root."""
+import atexit
 import copy
 import json
+import os
+import shutil
 import subprocess
+import tempfile
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def harness(*args, timeout=600):
+#: the compilation cache of every run the tests start (never the user's ~/.cache/gradharness), shared
+#: by the session's runs: what one compiled the next loads, as in a user's second run
+TEST_CACHE = tempfile.mkdtemp(prefix="gradharness-test-cache-")
+atexit.register(shutil.rmtree, TEST_CACHE, True)
+
+
+def harness_env(**extra) -> dict:
+    """The environment of a harness subprocess started by a test (this process's is left alone): the
+    test cache, and no GitHub job summary (tests run under Actions must not write to the job's page)."""
+    env = {k: v for k, v in os.environ.items() if k != "GITHUB_STEP_SUMMARY"}
+    return {**env, "GRADHARNESS_CACHE_DIR": TEST_CACHE, **extra}
+
+
+def harness(*args, timeout=600, env=None):
     return subprocess.run([sys.executable, "-m", "harness", *map(str, args)], cwd=ROOT,
-                          capture_output=True, text=True, timeout=timeout)
+                          capture_output=True, text=True, timeout=timeout, env=env or harness_env())
 
 
 def results(run_dir):

@@ -25,7 +25,7 @@ import numpy as np
 import pytest
 
 from adapters import FRAMEWORKS
-from tests.helpers import ROOT, harness, results
+from tests.helpers import ROOT, harness, harness_env, results
 
 needs_torch = pytest.mark.skipif(not FRAMEWORKS["torch"].installed(), reason="torch not installed")
 FAST = ("--frameworks", "torch", "--dtypes", "float64", "--timing", "off")
@@ -140,9 +140,7 @@ RESUMABLE = COMMON + textwrap.dedent('''
 
 
 def _env(**extra):
-    env = dict(os.environ)
-    env.update({k: str(v) for k, v in extra.items()})
-    return env
+    return harness_env(**{k: str(v) for k, v in extra.items()})
 
 
 def _start(*args, cwd=ROOT, env=None):
@@ -153,7 +151,7 @@ def _start(*args, cwd=ROOT, env=None):
     Python then keeps it ignored, and the run could not be interrupted the way a user's Ctrl-C
     does. (Done in the child's own code, not a preexec_fn: forking a process that has JAX's
     threads and running Python before exec can deadlock.)"""
-    return subprocess.Popen([sys.executable, "-c", _CTRL_C_THEN_CLI, *map(str, args)], cwd=cwd, env=env,
+    return subprocess.Popen([sys.executable, "-c", _CTRL_C_THEN_CLI, *map(str, args)], cwd=cwd, env=env or harness_env(),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 

@@ -17,7 +17,7 @@ from harness.define import loader
 from harness.store import runs
 from harness.case import CaseError
 from tests.conftest import FRAMEWORKS
-from tests.helpers import ROOT, harness, planted_runs, results
+from tests.helpers import ROOT, harness, harness_env, planted_runs, results
 
 GOLDEN = Path(__file__).parent / "data" / "golden"
 INSTALLED = [fw for fw, info in FRAMEWORKS.items() if info.installed()]
@@ -65,7 +65,7 @@ def shards(tmp_path_factory, case_file):
             "float64", "--timing", "off", "--quiet"]
     procs = [subprocess.Popen([sys.executable, "-m", "harness", *args, "--shard", f"{k}/2", "--out",
                                str(root / f"s{k}")], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              text=True) for k in (1, 2)]
+                              text=True, env=harness_env()) for k in (1, 2)]
     for proc in procs:
         out, err = proc.communicate(timeout=600)
         assert proc.returncode in (0, 1), out + err

@@ -14,7 +14,7 @@ from harness.judge import known
 from harness.render import report
 from harness.render.console import console_summary
 
-from tests.helpers import results
+from tests.helpers import harness_env, results
 
 
 def _rec(**kw):
@@ -82,7 +82,7 @@ def test_report_and_console_split_new_and_known():
 
 def _harness(*args, cwd=None):
     return subprocess.run([sys.executable, "-m", "harness", *map(str, args)], capture_output=True, text=True,
-                          timeout=600, cwd=cwd)
+                          timeout=600, cwd=cwd, env=harness_env())
 
 
 def test_run_gates_on_new_with_the_builtin_table_and_a_projects_own(tmp_path):

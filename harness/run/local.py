@@ -16,13 +16,19 @@ import json
 import os
 import queue
 import re
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+
+from harness.run import cache
+from harness.plan.tasks import CHUNKS_PER_LANE, Chunk, chunk_groups
+from harness.worker import quiet
 
 ROOT = Path(__file__).resolve().parents[2]   # the repository: harness/run/local.py
 
@@ -43,8 +49,10 @@ class Interrupted(BaseException):
         return 128 + self.signum
 
 
-def worker_env(framework: str, device: str, threads: int) -> dict:
-    """The environment a worker starts with: its device pinned, memory not preallocated."""
+def worker_env(framework: str, device: str, threads: int, quiet_dir=None, cache_dir=None) -> dict:
+    """The environment a worker starts with: its device pinned, memory not preallocated; the run's
+    quiet room (harness.worker.quiet) and the compilation cache folder (harness.define.cache) where
+    there are."""
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     if device == "cpu":
@@ -61,6 +69,10 @@ def worker_env(framework: str, device: str, threads: int) -> dict:
     env["KERAS_BACKEND"] = framework
     env["HARNESS_PARENT_PID"] = str(os.getpid())
     env["PYTHONUNBUFFERED"] = "1"
+    env.pop(quiet.ENV, None)
+    if quiet_dir:
+        env[quiet.ENV] = str(quiet_dir)
+    env.update(cache.worker_env(framework, cache_dir))
     if threads:
         for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
             env[var] = str(threads)
@@ -72,7 +84,8 @@ def worker_env(framework: str, device: str, threads: int) -> dict:
 class Worker:
     """One worker process and a thread that turns its protocol lines into a queue."""
 
-    def __init__(self, framework, device, precision, threads, log_path: Path, memory_limit: int = 0):
+    def __init__(self, framework, device, precision, threads, log_path: Path, memory_limit: int = 0,
+                 quiet_dir=None, cache_dir=None):
         kind = "cpu" if device == "cpu" else "cuda"
         self.log_path = log_path
         self.log = open(log_path, "ab")
@@ -80,7 +93,8 @@ class Worker:
             [sys.executable, "-m", "harness.worker.main", framework, kind, precision, str(threads),
              str(int(memory_limit or 0))],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log,
-            env=worker_env(framework, device, threads), cwd=str(ROOT), start_new_session=True)
+            env=worker_env(framework, device, threads, quiet_dir, cache_dir), cwd=str(ROOT),
+            start_new_session=True)
         self.lines: queue.Queue = queue.Queue()
         threading.Thread(target=self._read, daemon=True).start()
 
@@ -207,20 +221,34 @@ def _library_file(path: str) -> bool:
 
 def log_name(key) -> str:
     """The log file name (in a run's logs/ folder) of the worker group ``key`` = (framework, device, precision)."""
-    framework, device, precision = key
-    return f"{framework}-{device.replace(':', '')}-{precision}.log"
+    return Chunk(key, []).log_name
+
+
+def as_chunks(groups) -> list:
+    """Runner.run's argument: chunks (harness.plan.tasks.chunk_groups), or {key: tasks}, one chunk a group."""
+    if isinstance(groups, dict):
+        return [Chunk(key, list(tasks)) for key, tasks in groups.items()]
+    return list(groups)
 
 
 class Runner:
-    """Runs a plan's worker groups (``jobs`` at a time) and hands each observation to ``emit``.
+    """Runs a plan's chunks of worker groups (``jobs`` at a time, largest first) and hands each
+    observation to ``emit``.
 
     ``task_timeout`` bounds one task, ``worker_timeout`` (None: no bound) all the tasks of one
-    worker group together, ``memory_limit`` (bytes, 0: none) each CPU worker's address space.
+    chunk together (a whole worker group with --jobs 1), ``memory_limit`` (bytes, 0: none) each CPU
+    worker's address space. With more than one job the workers meet in a quiet room
+    (harness.worker.quiet; ``quiet_dir``, else a temporary folder of the run's own) so timings are
+    taken with the others stopped; ``cache_dir``: the compilation caches' folder (None: none).
     """
+
+    #: its workers are processes of this machine (they meet in its quiet room)
+    starts_workers = True
 
     def __init__(self, run_dir: Path, emit, threads: int, jobs: int = 1,
                  task_timeout: float = 600.0, start_timeout: float = 180.0,
-                 worker_timeout: float | None = None, memory_limit: int = 0):
+                 worker_timeout: float | None = None, memory_limit: int = 0,
+                 quiet_dir=None, cache_dir=None):
         self.run_dir = Path(run_dir).absolute()  # workers run in the project root, not here
         self.emit = emit
         self.threads = threads
@@ -229,7 +257,10 @@ class Runner:
         self.start_timeout = start_timeout
         self.worker_timeout = worker_timeout
         self.memory_limit = memory_limit
+        self.quiet_dir, self.cache_dir = quiet_dir, cache_dir
+        self.room: quiet.Room | None = None
         self.workers_info: dict = {}
+        self.chunk_log: list = []   # one row per chunk run (run.json's "chunks")
         self._lock = threading.Lock()
         self._live: set = set()
         self._stopping = threading.Event()
@@ -237,18 +268,31 @@ class Runner:
         (run_dir / "logs").mkdir(parents=True, exist_ok=True)
 
     # ---- lifecycle ---------------------------------------------------------------------
-    def run(self, groups: dict) -> None:
-        """Run every group; on any exception (an interrupt, a failed write) stop all workers
-        first, then re-raise."""
-        pool = ThreadPoolExecutor(self.jobs) if self.jobs > 1 else None
+    def chunks(self, groups: dict, costs: dict) -> list:
+        """The plan's worker groups as the chunks this runner runs: with ``jobs`` lanes, about
+        CHUNKS_PER_LANE a lane, so unequal groups even out; one a group with one lane."""
+        parts = self.jobs * CHUNKS_PER_LANE if self.jobs > 1 else 1
+        return chunk_groups(groups, costs, parts)
+
+    def run(self, groups) -> None:
+        """Run every chunk (``as_chunks``), ``jobs`` at a time in the order given; on any exception
+        (an interrupt, a failed write) stop all workers first, then re-raise."""
+        chunks = as_chunks(groups)
+        lanes = min(self.jobs, len(chunks))
+        own_room = None
+        if self.starts_workers and (lanes > 1 or self.quiet_dir) and quiet.SUPPORTED:
+            if self.quiet_dir is None:
+                own_room = self.quiet_dir = tempfile.mkdtemp(prefix="gradharness-quiet-")
+            self.room = quiet.Room(self.quiet_dir)
+        pool = ThreadPoolExecutor(lanes) if lanes > 1 else None
         try:
             if pool is None:
-                for key, tasks in groups.items():
+                for chunk in chunks:
                     if self.stopping:
                         break
-                    self._run_group(key, tasks)
+                    self._run_chunk(chunk)
             else:
-                for future in [pool.submit(self._run_group, k, t) for k, t in groups.items()]:
+                for future in [pool.submit(self._run_chunk, c) for c in chunks]:
                     future.result()
         except BaseException:
             self.stop()
@@ -256,6 +300,9 @@ class Runner:
         finally:
             if pool is not None:
                 pool.shutdown(wait=True, cancel_futures=True)
+            if own_room is not None:
+                shutil.rmtree(own_room, ignore_errors=True)
+                self.quiet_dir, self.room = None, None
 
     def stop(self) -> None:
         """Kill every live worker (with its process group); record nothing more but results
@@ -271,7 +318,8 @@ class Runner:
         return self._stopping.is_set()
 
     def _start(self, framework, device, precision, log_path) -> Worker:
-        worker = Worker(framework, device, precision, self.threads, log_path, self.memory_limit)
+        worker = Worker(framework, device, precision, self.threads, log_path, self.memory_limit,
+                        self.quiet_dir if self.room is not None else None, self.cache_dir)
         with self._lock:
             self._live.add(worker)
         if self._stopping.is_set():  # stop() ran while this worker was starting
@@ -284,18 +332,43 @@ class Runner:
         worker.close()
         with self._lock:
             self._live.discard(worker)
+        if self.room is not None:
+            # out of the quiet room; one that did not end cleanly may have died inside its own
+            # window, so the others it stopped go on (a clean exit leaves others' windows alone)
+            self.room.leave(worker.proc.pid)
+            if kill or worker.proc.returncode != 0:
+                self.room.resume_all()
+
+    def _log_chunk(self, chunk: Chunk, seconds: float, **where) -> None:
+        """run.json's account of a chunk: which group, how much of it, how long, where."""
+        framework, device, precision = chunk.key
+        with self._lock:
+            self.chunk_log.append({"framework": framework, "device": device, "precision": precision,
+                                   "chunk": chunk.index + 1, "of": chunk.count, "cases": len(chunk.cases),
+                                   "tasks": len(chunk.tasks), "cost": round(chunk.cost, 3),
+                                   "seconds": round(seconds, 3), **where})
 
     def _emit(self, task, message: dict):
         message.setdefault("id", task.id)
         with self._lock:
             self.emit(task, message)
 
-    # ---- one group -----------------------------------------------------------------------
-    def _run_group(self, key, tasks) -> None:
+    # ---- one chunk -----------------------------------------------------------------------
+    def _run_chunk(self, chunk: Chunk) -> None:
+        started = time.monotonic()
+        try:
+            self._run_tasks(chunk, started)
+        finally:
+            if not self.stopping:
+                self._log_chunk(chunk, time.monotonic() - started)
+
+    def _run_tasks(self, chunk: Chunk, started: float) -> None:
+        """Serve the chunk's tasks to a worker, a fresh one after each crash or hang."""
+        key, tasks = chunk.key, chunk.tasks
         framework, device, precision = key
         who = f"{framework} {device}" + ("" if precision == "default" else f" ({precision})")
-        log_path = self.run_dir / "logs" / log_name(key)
-        deadline = time.monotonic() + self.worker_timeout if self.worker_timeout else None
+        log_path = self.run_dir / "logs" / chunk.log_name
+        deadline = started + self.worker_timeout if self.worker_timeout else None
         pending = list(tasks)
         while pending and not self.stopping:
             if deadline is not None and time.monotonic() >= deadline:
@@ -387,4 +460,4 @@ class Runner:
         return (remaining, True) if remaining < limit else (limit, False)
 
 
-__all__ = ["ROOT", "crash_report", "Interrupted", "log_name", "Runner", "Worker", "worker_env"]
+__all__ = ["ROOT", "as_chunks", "crash_report", "Interrupted", "log_name", "Runner", "Worker", "worker_env"]

@@ -31,8 +31,9 @@ from adapters import FRAMEWORKS
 from adapters.base import cpu_name
 from harness.errors import OutputError, RunError
 from harness.judge import known, verdicts
-from harness.plan.tasks import Plan, make_plan
-from harness.run.executors import runner_class
+from harness.plan.tasks import Plan, make_plan, task_costs
+from harness.run import history
+from harness.run.executors import runner_class, runner_options
 from harness.run.local import Interrupted
 from harness.run.run_folder import write_run
 from harness.store.records import atomic_write_text, normalise, read_observations, write_jsonl
@@ -48,7 +49,7 @@ class Settings:
     precisions: list
     seed: int = 0
     out: Path | None = None
-    jobs: int = 1
+    jobs: int = 1                                 # lanes: worker processes at once (harness.run.local)
     threads: int = 0
     timeout: float = 600.0
     fd_mode: str = "auto"
@@ -62,6 +63,8 @@ class Settings:
     executor: str = "local"                       # --executor: local processes or ray (harness.run.executors)
     expected: list = field(default_factory=list)  # --expected FILE...: a project's known divergences
     plots: bool = True                            # the run folder's plots (harness fuzz's batches: none)
+    cache_dir: str | None = None                  # the compilation caches' folder (harness.run.cache); None: none
+    ray_chunks: int | None = None                 # --executor ray: Ray tasks (None: the cluster's CPUs and GPUs)
 
 
 #: Settings fields that do not change what a run computes: --resume may not carry them over
@@ -168,6 +171,8 @@ def execute(settings: Settings, resume: Path | None = None, progress=None) -> tu
     # (a new run's meta has no "seconds" yet)
     meta["seconds"] = (meta.get("seconds") or 0.0) + time.perf_counter() - start
     meta["workers"] = _workers(meta.get("workers", []), runner.workers_info)
+    # how the groups were split and where each chunk ran (--jobs lanes, Ray tasks)
+    meta["chunks"] = sorted(runner.chunk_log, key=lambda c: (c["framework"], c["device"], c["precision"], c["chunk"]))
     if interrupted is not None:
         # report.render puts the banner (and `harness report` keeps it) from this
         meta["interrupted"] = {"signal": interrupted.name, "finished": len(rows), "tasks": len(plan.tasks),
@@ -237,16 +242,20 @@ def _run_tasks(settings: Settings, run_dir: Path, todo: Plan, rows: list, cases:
 
     runner_type = runner_class(settings.executor)   # harness.run.local.Runner, or the Ray executor's
     runner = runner_type(run_dir, emit, threads=settings.threads, jobs=settings.jobs, task_timeout=settings.timeout,
-                         worker_timeout=settings.worker_timeout, memory_limit=settings.memory_limit)
+                         worker_timeout=settings.worker_timeout, memory_limit=settings.memory_limit,
+                         cache_dir=settings.cache_dir, **runner_options(settings))
     try:
         obs_file = open(obs_path, "a")
     except OSError as exc:
         raise OutputError(f"cannot write {obs_path}: {exc.strerror or exc}") from None
     interrupted = None
     try:
+        # the model's estimates, measured seconds from earlier runs where there are (harness.run.history)
+        costs = history.refine(task_costs(todo.tasks, cases, settings.seed), todo.tasks, settings.cache_dir)
         if progress is not None:
-            progress.start(todo.tasks, cases, run_dir, already=already)
-        runner.run(todo.groups())
+            progress.start(todo.tasks, cases, run_dir, already=already, costs=costs)
+        runner.run(runner.chunks(todo.groups(), costs))
+        history.record(todo.tasks, rows, settings.cache_dir)
     except KeyboardInterrupt:
         interrupted = Interrupted(signal.SIGINT)
     except Interrupted as exc:

@@ -138,17 +138,29 @@ def main(argv=None) -> int:
 
     # a framework's warning on import or setup (PYTHONWARNINGS=error) is recorded in the hello
     from harness.define import loader
-    from harness.worker import warning_log
-    from harness.worker.task import run_task
-    with warning_log.capture() as startup:
-        adapter, answer = _start(framework, device, threads, precision)
-    if startup and adapter is not None:
-        answer["warnings"] = startup.rows()
-    _send(protocol, answer)
-    if adapter is None:
-        return 0 if answer["status"] == "skipped" else 1
+    from harness.worker import quiet, warning_log
+    room = quiet.current()   # --jobs N: joined from the start, so a timer stops this import too
+    if room is not None:
+        room.join(os.getpid())
+    try:
+        with warning_log.capture() as startup:
+            adapter, answer = _start(framework, device, threads, precision)
+        if startup and adapter is not None:
+            answer["warnings"] = startup.rows()
+        _send(protocol, answer)
+        if adapter is None:
+            return 0 if answer["status"] == "skipped" else 1
+        _serve(protocol, adapter, functools.lru_cache(maxsize=None)(loader.find))
+    finally:
+        if room is not None:
+            room.leave(os.getpid())
+    return 0
 
-    find = functools.lru_cache(maxsize=None)(loader.find)
+
+def _serve(protocol, adapter, find) -> None:
+    """Answer tasks from stdin until it closes."""
+    from harness.worker.task import run_task
+
     for line in sys.stdin:
         if not line.strip():
             continue
@@ -158,7 +170,6 @@ def main(argv=None) -> int:
         reply.update(run_task(adapter, task, lambda: find(task["case"], task["source"]),
                               lambda arrays: _save_as_named(task["arrays"], arrays)))
         _send(protocol, reply)
-    return 0
 
 
 __all__ = ["limit_memory", "main", "save_arrays"]

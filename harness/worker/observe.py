@@ -14,7 +14,7 @@ from harness.case import Case, ModuleCase, input_digest
 from harness.define.seeding import case_rng
 from harness.judge.tolerance import gradient_norm, gradient_scale, lookup
 from harness.vocab import HVP_METHODS, SECOND_ORDER_TAG
-from harness.worker import fd
+from harness.worker import fd, quiet
 from harness.worker.module_problem import ModuleProblem
 from harness.worker import warning_log
 
@@ -108,7 +108,8 @@ def _run(adapter, case: Case, task: dict, reference=None) -> tuple[dict, dict]:
             if why["status"] == "error" and why["cause"]:
                 raise AutodiffError(why["reason"], why["cause"]) from exc
         raise
-    first_grad_call = time.perf_counter() - start
+    # a one-shot duration: any quiet window of another worker that stopped this one is left out
+    first_grad_call = _elapsed_running(start)
     value, native_grads = adapter.grad_result_np(result, problem.xs)
     if not np.isfinite(value):
         raise NonFiniteLoss(f"the loss itself is not finite ({value}) at the case's point in {task['dtype']}, "
@@ -190,10 +191,20 @@ def _timing(adapter, problem, task, compiled, grad_call, first_grad_call):
     preset = task["timing"]
     xs = problem.xs
     forward_call = adapter.forward_fn(problem.f, compiled)
-    forward = measure(lambda: forward_call(*xs), adapter.sync, preset)
-    backward = measure(lambda: grad_call(*xs), adapter.sync, preset, first_call=first_grad_call)
+    start = time.perf_counter()   # the first call (a compile) outside the window: others go on meanwhile
+    adapter.sync(forward_call(*xs))
+    first_forward_call = _elapsed_running(start)
+    with quiet.window():   # the other workers of the run stopped while this one times
+        forward = measure(lambda: forward_call(*xs), adapter.sync, preset, first_call=first_forward_call)
+        backward = measure(lambda: grad_call(*xs), adapter.sync, preset, first_call=first_grad_call, after=forward)
     return {"forward": forward.as_dict(), "forward+backward": backward.as_dict(), "preset": preset,
             "timing_case": TIMING_TAG in problem.case.tags}
+
+
+def _elapsed_running(start: float) -> float:
+    """Seconds since ``start`` that this worker ran: less other workers' quiet windows meanwhile."""
+    end = time.perf_counter()
+    return max(0.0, end - start - quiet.paused(start, end))
 
 
 def _guarded(adapter, check, problem, *args):
