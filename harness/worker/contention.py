@@ -182,14 +182,17 @@ class Watch:
     calibration loop before and after, the run-queue and CPU accounts across; ``assess(times)``
     judges them. ``calibrate``, ``tasks``, ``usage``: the probes (replaceable in tests)."""
 
-    def __init__(self, calibrate=calibrate, tasks=tasks, usage=usage):
+    def __init__(self, calibrate=calibrate, tasks=tasks, usage=usage, start: dict | None = None):
+        """``start``: a calibration just taken (the end of the measurement before this one, with
+        nothing run between), used as this one's start instead of running the loop again."""
         self._calibrate, self._tasks, self._usage = calibrate, tasks, usage
+        self._given = start
         self.loads, self.start, self.end = [], None, None
         self.cpu_wait = self.cpu_others = self.cpu_stolen = None
 
     def __enter__(self):
         self.loads.append(load())
-        self.start = self._calibrate()
+        self.start = self._given if self._given is not None else self._calibrate()
         self._before = (self._tasks(), self._usage(), time.perf_counter())
         return self
 

@@ -24,9 +24,14 @@ import numpy as np
 
 from harness.worker import contention
 
-#: named presets for --timing
+#: named presets for --timing. ``quick`` is adaptive, as torch.utils.benchmark's adaptive_autorange:
+#: blocks until the interquartile range is within ``target_iqr`` of the median (at least
+#: ``min_blocks`` blocks and ``min_run_time``), else until ``max_run_time``; a quiet machine settles
+#: a cell in ~5 blocks (~12 ms), a noisy one gets the whole 50 ms it always had. ``full`` runs its
+#: fixed second.
 PRESETS = {
-    "quick": {"min_run_time": 0.05, "min_block_time": 2e-3, "min_blocks": 5},
+    "quick": {"min_run_time": 0.01, "max_run_time": 0.05, "target_iqr": 0.05, "min_block_time": 2e-3,
+              "min_blocks": 5},
     "full": {"min_run_time": 1.0, "min_block_time": 2e-3, "min_blocks": 15},
 }
 #: the most that a block's clock reads and sync may add to it
@@ -85,12 +90,14 @@ class Measurement:
 
 
 def measure(call, sync, preset="quick", first_call: float | None = None, retries: int | None = None,
-            calibrate=contention.calibrate, tasks=contention.tasks, usage=contention.usage) -> Measurement:
+            calibrate=contention.calibrate, tasks=contention.tasks, usage=contention.usage,
+            after: Measurement | None = None) -> Measurement:
     """blocked_autorange with ``preset`` (a PRESETS name or its settings), bracketed by the
     calibration loop and the load average; taken again up to ``retries`` times (RETRIES) while
     contended. Returns the first quiet measurement, else the quietest, ``contention`` saying why.
     ``calibrate``, ``tasks`` (the run-queue account), ``usage`` (the CPUs' idle time):
-    harness.worker.contention's, replaceable in tests."""
+    harness.worker.contention's, replaceable in tests. ``after``: the measurement taken just before
+    this one with nothing between: its closing calibration is this one's opening one."""
     settings = PRESETS[preset] if isinstance(preset, str) else dict(preset)
     if retries is None:
         retries = RETRIES.get(preset, 1) if isinstance(preset, str) else 1
@@ -99,8 +106,9 @@ def measure(call, sync, preset="quick", first_call: float | None = None, retries
         sync(call())
         first_call = time.perf_counter() - began
     best = None
+    opening = (after.calibration or {}).get("end") if after is not None else None
     for attempt in range(1, retries + 2):
-        with contention.Watch(calibrate, tasks, usage) as watch:
+        with contention.Watch(calibrate, tasks, usage, start=opening if attempt == 1 else None) as watch:
             m = blocked_autorange(call, sync, first_call=first_call, **settings)
         m.load, m.calibration = watch.loads, {"start": watch.start, "end": watch.end}
         m.cpu_wait, m.cpu_others, m.cpu_stolen = watch.cpu_wait, watch.cpu_others, watch.cpu_stolen
@@ -123,9 +131,12 @@ def _quieter(a: Measurement, b: Measurement) -> bool:
 
 def blocked_autorange(call, sync, min_run_time=0.2, min_block_time=2e-3, min_blocks=5,
                       max_block=1 << 20, clock=time.perf_counter, first_call: float | None = None,
-                      cpu_clock=time.process_time) -> Measurement:
+                      cpu_clock=time.process_time, max_run_time: float | None = None,
+                      target_iqr: float | None = None) -> Measurement:
     """Measure ``call()`` (whose result ``sync(result)`` completes). ``first_call``: seconds the
-    caller already measured for the first call; otherwise the first call here is timed alone."""
+    caller already measured for the first call; otherwise the first call here is timed alone.
+    Blocks are run until ``min_run_time`` and ``min_blocks``; with ``target_iqr`` (adaptive), then on
+    until the blocks' IQR is within that fraction of their median or ``max_run_time`` has passed."""
     if first_call is None:
         start = clock()
         sync(call())
@@ -144,13 +155,24 @@ def blocked_autorange(call, sync, min_run_time=0.2, min_block_time=2e-3, min_blo
         block = min(max_block, block * 2 if elapsed <= 0 else max(block * 2, int(block * block_time / elapsed)))
     times, cpu = [elapsed / block], [used / block]
     total = elapsed
-    while total < min_run_time or len(times) < min_blocks:
+    while total < min_run_time or len(times) < min_blocks or not _settled(times, total, target_iqr, max_run_time):
         before = cpu_clock()
         elapsed = _block(call, sync, block, clock)
         cpu.append((cpu_clock() - before) / block)
         times.append(elapsed / block)
         total += elapsed
     return Measurement(times=times, block=block, first_call=first_call, overhead=overhead, cpu=cpu)
+
+
+def _settled(times, total, target_iqr, max_run_time) -> bool:
+    """Enough blocks beyond the minimum: not adaptive (no ``target_iqr``), the IQR within target, or
+    out of time."""
+    if target_iqr is None:
+        return True
+    if max_run_time is not None and total >= max_run_time:
+        return True
+    q1, median, q3 = np.percentile(times, [25, 50, 75])
+    return q3 - q1 <= target_iqr * median
 
 
 def _overhead(sync, result, clock, samples=5) -> float:
