@@ -188,7 +188,7 @@ def test_ray_runner_relays_observations_arrays_and_logs(tmp_path, monkeypatch):
     assert sorted(p.name for p in (tmp_path / "logs").iterdir()) == ["fa-cuda0-default.log"]
     assert (tmp_path / "logs" / "fa-cuda0-default.log").read_bytes() == b"worker log"
     assert fake.calls[gpu]["resources"] == {"num_gpus": 1, "num_cpus": 1}
-    assert fake.calls[cpu]["resources"] == {"num_cpus": 2.0}   # 4 threads, but the largest live node has 2 CPUs
+    assert fake.calls[cpu]["resources"] == {"num_cpus": 1}   # one CPU a chunk: chunks follow the width
     assert fake.calls[cpu]["threads"] == 4 and fake.calls[cpu]["options"]["task_timeout"] == 5.0
 
 
