@@ -1,6 +1,8 @@
 """The CLI beyond `run` and `list`: `report`, `compare`, `merge`, and the fan-out, progress and
-exit-code options of `run` (`--shard`, `--executor`, `--fail-on`). harness/cli/main.py hooks these in;
-they live here so the run's own lifecycle (cli.py, session.py) stays small.
+exit-code options of `run` (`--shard`, `--executor`, `--fail-on`), and the CI outputs of `run`,
+`merge` and `report` (`--junit-xml`; the job summary appended to the file GITHUB_STEP_SUMMARY names,
+read here and nowhere else). harness/cli/main.py hooks these in; they live here so the run's own
+lifecycle (cli.py, session.py) stays small.
 
 Exit codes: 0 nothing to fail on; 1 what --fail-on names happened; 2 bad usage (one line on stderr).
 """
@@ -13,6 +15,7 @@ from pathlib import Path
 
 from harness.define.loader import did_you_mean
 from harness.errors import OutputError, UsageError
+from harness.store.records import atomic_write_text, read_observations
 from harness.vocab import DEFAULT_FAIL_ON, VERDICTS
 
 COMMANDS = ("report", "compare", "merge")
@@ -47,12 +50,35 @@ def add_run_options(run) -> None:
     run.add_argument("--executor", default="local", choices=("local", "ray"),
                      help="where worker groups run: local processes (default) or Ray tasks on the cluster "
                           "at RAY_ADDRESS (else a local Ray); needs pip install 'gradharness[ray]'")
+    run.add_argument("--ray-chunks", type=int, default=None, metavar="N",
+                     help="with --executor ray: split the worker groups into N Ray tasks of whole cases, "
+                          "balanced by cost (default: the cluster's CPUs for CPU groups, its GPUs for GPU groups)")
     run.add_argument("--fail-on", default=DEFAULT_FAIL_ON, metavar="VERDICTS", type=_fail_on_arg,
                      help=f"comma-separated verdicts that make the exit code 1, from {', '.join(VERDICTS)}; "
                           "new (a failing check no expected entry explains) and vanished (an expected "
                           "entry no longer seen); or none alone; empty is an error, not none (default: "
                           f"{DEFAULT_FAIL_ON}: every failing check but a known upstream framework bug)")
     add_expected_option(run)
+    add_junit_option(run)
+
+
+def add_junit_option(parser) -> None:
+    parser.add_argument("--junit-xml", metavar="FILE",
+                        help="also write the checks as JUnit XML for CI test reporters, whatever the exit code: "
+                             "one testcase per case x framework x setting, failed by a divergence or NaN (the "
+                             "report's line for it, known ones marked), errored by an error. (Where "
+                             "GITHUB_STEP_SUMMARY is set, run and merge also append the report's summary to it.)")
+
+
+def check_junit_xml(args) -> None:
+    """--junit-xml, refused (UsageError) before anything runs or is written: empty, a folder, or
+    under a file. An empty value (an unset CI variable) is an error, not "no file"."""
+    path = getattr(args, "junit_xml", None)
+    if path is None:
+        return
+    if not path.strip():
+        raise UsageError("--junit-xml is empty: name the file to write")
+    check_out_file(path, "--junit-xml")
 
 
 def add_expected_option(parser) -> None:
@@ -100,6 +126,12 @@ def apply_run_options(settings, args) -> None:
     executors.check(args.executor)
     if args.executor != "local":
         settings.executor = args.executor
+    if args.ray_chunks is not None:
+        if args.executor != "ray":
+            raise UsageError("--ray-chunks goes with --executor ray")
+        if args.ray_chunks < 1:
+            raise UsageError("--ray-chunks must be at least 1")
+        settings.ray_chunks = args.ray_chunks
     if args.shard:
         try:
             index, count = parse_shard(args.shard)
@@ -176,12 +208,50 @@ def command_line(argv) -> str:
 
 
 def finish(run_dir, records, meta, args) -> int:
-    """The closing lines of `run` and `merge` (summary, report and results paths); the exit code."""
+    """The closing lines of `run` and `merge` (summary, report and results paths) and their CI
+    outputs (the job summary, --junit-xml: written whatever the exit code); the exit code."""
     from harness.render.console import console_summary
 
+    append_job_summary(run_dir, records, meta)
+    if getattr(args, "junit_xml", None):
+        write_junit(args.junit_xml, run_dir, records, meta, args.fail_on)
     say(console_summary(records, meta))
     say(f"report: {run_dir / 'report.md'}\nresults: {run_dir / 'results.jsonl'}")
+    if getattr(args, "junit_xml", None):
+        say(f"junit: {args.junit_xml}")
     return 1 if failed(records, args, meta) else 0
+
+
+def write_junit(path, run_dir, records, meta, fail_on: str = DEFAULT_FAIL_ON) -> None:
+    """--junit-xml: the records as JUnit XML (harness.render.junit), failed where --fail-on
+    ``fail_on`` fails (``gate``), with each task's seconds from the run folder's observations where
+    it has them."""
+    from harness.render import junit
+
+    try:
+        seconds = junit.task_seconds(read_observations(Path(run_dir) / "observations.jsonl"))
+    except OSError:
+        seconds = {}
+    write_out_file(path, junit.render(records, meta, seconds, gated=gate(fail_on)))
+
+
+def append_job_summary(run_dir, records, meta, environ=None) -> None:
+    """Where GITHUB_STEP_SUMMARY names a file (GitHub Actions; ``environ``: os.environ), append the
+    report's first screen (its headline and Summary) and where the whole report is. A failure is a
+    warning: a job summary never changes a run's outcome."""
+    target = (os.environ if environ is None else environ).get("GITHUB_STEP_SUMMARY")
+    if not target:
+        return
+    from harness.render.report import summary_markdown
+
+    text = (summary_markdown(records, meta) + f"\nFull report: `{run_dir / 'report.md'}` "
+            f"(results: `{run_dir / 'results.jsonl'}`)\n\n")
+    try:
+        with open(target, "a", encoding="utf-8") as fh:
+            fh.write(text)
+    except (OSError, ValueError) as exc:
+        print(f"warning: cannot append the summary to GITHUB_STEP_SUMMARY ({target}): "
+              f"{getattr(exc, 'strerror', None) or exc}", file=sys.stderr)
 
 
 def failed(records, args, meta=None) -> bool:
@@ -192,12 +262,22 @@ def failed(records, args, meta=None) -> bool:
     from harness.judge.known import is_new
 
     picked = fail_on_verdicts(args.fail_on)
-    checks = [r for r in records if r.get("check") != "timing"]
-    if any(r["verdict"] in picked and not r.get("upstream") for r in checks):
-        return True
-    if "new" in picked and any(is_new(r) for r in checks):
+    fails = gate(args.fail_on)
+    if any(fails(r) for r in records if r.get("check") != "timing"):
         return True
     return "vanished" in picked and bool(((meta or {}).get("expected") or {}).get("vanished"))
+
+
+def gate(fail_on: str):
+    """record -> does --fail-on ``fail_on`` fail on it (``failed``'s rule for one record; the JUnit
+    file's failures are exactly these)."""
+    from harness.judge.known import is_new
+
+    picked = fail_on_verdicts(fail_on)
+
+    def fails(r) -> bool:
+        return (r["verdict"] in picked and not r.get("upstream")) or ("new" in picked and is_new(r))
+    return fails
 
 
 # ---- report / compare / merge ------------------------------------------------------------------------------
@@ -210,6 +290,7 @@ def add_subcommands(sub) -> None:
                      help="where to write: a .md file, or a folder (report.md and plots go in it); "
                           "default: report.md beside the results")
     rep.add_argument("--no-plots", action="store_true", help="do not render the PNG plots")
+    add_junit_option(rep)
 
     cmp_ = sub.add_parser("compare", help="what changed between two runs: gradients, verdicts, cases, timings",
                           description="Compare two runs (folders or results.jsonl files): verdicts that flipped, "
@@ -251,6 +332,7 @@ def add_subcommands(sub) -> None:
     mer.add_argument("--allow-partial", action="store_true",
                      help="merge even when shards of the split are missing (the report's headline says the run "
                           "is partial); without it a missing shard is an error (exit 2)")
+    add_junit_option(mer)
 
 
 def dispatch(args, argv) -> int:
@@ -261,8 +343,9 @@ def dispatch(args, argv) -> int:
     return cmd_merge(args, argv)
 
 
-def rerender(results, out=None, plots: bool = True) -> Path:
-    """report.md (and plots) from a run's results; returns the report's path."""
+def rerender(results, out=None, plots: bool = True, junit_xml=None) -> Path:
+    """report.md (and plots) from a run's results, and the JUnit XML at ``junit_xml``; returns the
+    report's path."""
     from harness.run.run_folder import write_run
     from harness.store import runs
 
@@ -295,6 +378,8 @@ def rerender(results, out=None, plots: bool = True) -> Path:
     except OSError as exc:
         remove_created(created)
         raise OutputError(f"cannot write {target}: {exc.strerror or exc}") from None
+    if junit_xml:
+        write_junit(junit_xml, run.folder, records, meta)   # `report` has no --fail-on: the default gate
     for note in run.notes:
         print(f"note: {note}", file=sys.stderr)
     return target
@@ -309,9 +394,25 @@ def remove_created(created: list) -> None:
             break
 
 
+def write_out_file(path, text: str) -> None:
+    """``text`` into the file ``path`` (checked by check_out_file), whole or not at all; folders it
+    had to create are removed again when the write fails (OutputError)."""
+    path = Path(path)
+    created = [p for p in path.parents if not p.exists()]
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(path, text)
+    except OSError as exc:
+        remove_created(created)
+        raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from None
+
+
 def cmd_report(args) -> int:
-    target = rerender(args.results, args.out, plots=not args.no_plots)
+    check_junit_xml(args)
+    target = rerender(args.results, args.out, plots=not args.no_plots, junit_xml=args.junit_xml)
     say(f"report: {target}")
+    if args.junit_xml:
+        say(f"junit: {args.junit_xml}")
     return 0
 
 
@@ -349,16 +450,7 @@ def cmd_compare(args) -> int:
     if why:
         text += "\n**Fails** (`--fail-on " + args.fail_on + "`): " + "; ".join(why) + ".\n"
     if args.out:   # written before stdout: an unwritable --out fails before any output
-        from harness.store.records import atomic_write_text
-
-        out = Path(args.out)
-        created = [p for p in out.parents if not p.exists()]
-        try:
-            out.parent.mkdir(parents=True, exist_ok=True)
-            atomic_write_text(out, text)
-        except OSError as exc:
-            remove_created(created)
-            raise OutputError(f"cannot write {args.out}: {exc.strerror or exc}") from None
+        write_out_file(args.out, text)
     say(text.rstrip("\n"))
     return 1 if why else 0
 
@@ -367,6 +459,7 @@ def cmd_merge(args, argv) -> int:
     from harness.run import merge
     from harness.run.session import new_run_id
 
+    check_junit_xml(args)
     run_id = new_run_id()
     out = check_out_folder(args.out) if args.out else Path("reports") / run_id
     run_dir, records, meta = merge.merge(args.dirs, out, command=command_line(argv), run_id=run_id,
@@ -376,6 +469,7 @@ def cmd_merge(args, argv) -> int:
     return finish(run_dir, records, meta, args)
 
 
-__all__ = ["choose", "COMMANDS", "add_run_options", "add_subcommands", "apply_run_options",
-           "check_out_file", "check_out_folder", "command_line", "dispatch", "fail_on_verdicts", "failed",
-           "finish", "progress_for", "remove_created", "rerender", "say", "silence_stdout"]
+__all__ = ["choose", "COMMANDS", "add_junit_option", "add_run_options", "add_subcommands", "append_job_summary",
+           "apply_run_options", "check_junit_xml", "check_out_file", "check_out_folder", "command_line", "dispatch",
+           "fail_on_verdicts", "failed", "finish", "progress_for", "remove_created", "rerender", "say",
+           "silence_stdout", "write_junit", "write_out_file"]

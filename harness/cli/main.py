@@ -16,6 +16,7 @@ import argparse
 import signal
 import sys
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from adapters import FRAMEWORKS
@@ -26,6 +27,7 @@ from harness.errors import HarnessError, UsageError
 from harness.judge import known
 from harness.judge.tolerance import DTYPE_TOLERANCE
 from harness.plan import devices as device_discovery
+from harness.run import cache
 from harness.run.local import Interrupted
 
 if TYPE_CHECKING:   # imported where used: `list` must not load the session machinery
@@ -92,15 +94,23 @@ def _add_selection_arguments(run) -> None:
                           "full up to 20000 elements (auto), or full plus the complex-step derivative "
                           "where the function is complex-analytic (complex)")
     run.add_argument("--timing", default="quick", choices=("off", "quick", "full"),
-                     help="time forward and forward+backward per task: quick (~0.05s per phase), "
-                          "full (~1s per phase, for reporting) or off (default: quick)")
+                     help="time forward and forward+backward per task: quick (adaptive: until the spread is within "
+                          "5%%, 10-50 ms per phase), full (~1s per phase, for reporting) or off (default: quick)")
 
 
 def _add_execution_arguments(run) -> None:
     """How `run` runs: where it writes, workers, threads, limits, resuming, progress."""
     run.add_argument("--out", metavar="DIR", help="write the run here instead of reports/<run-id>")
-    run.add_argument("--jobs", type=int, default=1,
-                     help="worker processes at once (default 1: fair timings and memory)")
+    run.add_argument("--jobs", default="auto", metavar="N",
+                     help="worker processes at once; each framework's tasks are split into chunks of whole "
+                          "cases over them, and timings are still taken one at a time with the other workers "
+                          f"stopped (default auto: the CPUs this process may use, at most {MAX_AUTO_JOBS})")
+    run.add_argument("--cache-dir", metavar="DIR", default=None,
+                     help="keep the frameworks' compilation caches here between runs (JAX's persistent cache, "
+                          "torch Inductor's); delete it to start cold (default: $GRADHARNESS_CACHE_DIR, else "
+                          "~/.cache/gradharness)")
+    run.add_argument("--no-cache", action="store_true",
+                     help="no compilation cache: every compile happens (first-call times then measure compiles)")
     run.add_argument("--threads", type=int, default=None,
                      help="threads per worker, the same for every framework so timings compare "
                           "(default: the CPUs this process may use)")
@@ -117,6 +127,23 @@ def _add_execution_arguments(run) -> None:
                      help="finish an interrupted run: the same tasks (settings from RUN_DIR/run.json), running "
                           "only those not yet done, then its results and report")
     run.add_argument("--quiet", action="store_true", help="no progress lines")
+
+
+#: --jobs auto: at most this many lanes (each a worker process, ~1 GB for TensorFlow)
+MAX_AUTO_JOBS = 8
+
+
+def _jobs(text) -> int:
+    """--jobs: a whole number >= 1, or auto (the CPUs this process may use, at most MAX_AUTO_JOBS)."""
+    if str(text).strip().lower() == "auto":
+        return max(1, min(_cpus(), MAX_AUTO_JOBS))
+    try:
+        jobs = int(text)
+    except (TypeError, ValueError):
+        raise UsageError(f"--jobs {text!r}: give a whole number or auto") from None
+    if jobs < 1:
+        raise UsageError("--jobs must be at least 1")
+    return jobs
 
 
 def _cpus() -> int:
@@ -139,8 +166,7 @@ def settings_from(args, argv) -> "Settings":
         devices = device_discovery.resolve(args.devices)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
-    if args.jobs < 1:
-        raise UsageError("--jobs must be at least 1")
+    jobs = _jobs(args.jobs)
     if args.timeout <= 0:
         raise UsageError("--timeout must be positive")
     if args.threads is not None and args.threads < 1:
@@ -156,10 +182,11 @@ def settings_from(args, argv) -> "Settings":
         cases=cases, frameworks=frameworks, devices=devices,
         dtypes=commands.choose(args.dtypes, DTYPE_TOLERANCE, "dtype"), modes=commands.choose(args.modes, MODES, "mode"),
         precisions=commands.choose(args.precision, PRECISIONS, "precision"), seed=args.seed, out=args.out,
-        jobs=args.jobs, threads=args.threads if args.threads is not None else _cpus(), timeout=args.timeout,
+        jobs=jobs, threads=args.threads if args.threads is not None else _cpus(), timeout=args.timeout,
         fd_mode=args.fd_mode, timing=None if args.timing == "off" else args.timing, quiet=args.quiet,
         command=commands.command_line(argv), missing=missing,
-        worker_timeout=args.worker_timeout, memory_limit=memory_limit, expected=[str(p) for p in args.expected])
+        worker_timeout=args.worker_timeout, memory_limit=memory_limit, expected=[str(p) for p in args.expected],
+        cache_dir=None if args.no_cache else str(Path(args.cache_dir or cache.default_dir()).expanduser().absolute()))
 
 
 def _size(text: str) -> int:
@@ -177,7 +204,7 @@ def _size(text: str) -> int:
 
 
 #: options that may accompany --resume (they do not change what the run computes)
-RESUME_OPTIONS = ("--resume", "--quiet", "--jobs", "--fail-on")
+RESUME_OPTIONS = ("--resume", "--quiet", "--jobs", "--fail-on", "--junit-xml")
 
 
 def resume_settings(args, argv) -> "Settings":
@@ -192,9 +219,7 @@ def resume_settings(args, argv) -> "Settings":
     settings = load_settings(run_dir)
     settings.quiet = args.quiet
     if "--jobs" in argv[1:] or any(a.startswith("--jobs=") for a in argv[1:]):
-        if args.jobs < 1:
-            raise UsageError("--jobs must be at least 1")
-        settings.jobs = args.jobs
+        settings.jobs = _jobs(args.jobs)
     settings.command = commands.command_line(argv)
     return settings
 
@@ -202,6 +227,7 @@ def resume_settings(args, argv) -> "Settings":
 def cmd_run(args, argv) -> int:
     from harness.run import session
 
+    commands.check_junit_xml(args)
     if args.resume:
         settings = resume_settings(args, argv)
         resume = settings.out

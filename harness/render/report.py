@@ -14,7 +14,8 @@ Layout of report.md, top to bottom:
 Rendering is a pure function of (records, meta): no clock, no environment, stable ordering, so
 the same results file always renders the same bytes (`harness report` relies on it, and the
 golden-file test pins it). Long tables are folded into <details>. The markdown primitives are
-harness.render.markdown's; the console summary is harness.render.console's.
+harness.render.markdown's; the console summary is harness.render.console's. `summary_markdown` is
+the report's first screen alone (through the Summary), for a CI job summary.
 
 """
 from __future__ import annotations
@@ -241,18 +242,38 @@ def _how_to_read(records) -> list:
     return lines
 
 
-def render(records, meta: dict) -> str:
-    """report.md for ``records`` (results.jsonl) and ``meta`` (run.json): deterministic."""
-    records = list(records)
-    cells = timing_cells(records)   # shared by the summary's timing gaps and the timing sections
-    bad = diverging(records)          # shared by the headline, the summary and the divergences
+def _top(records, meta, cells, bad) -> list:
+    """The title, any banner, the headline and the Summary section: the report's first screen.
+    ``cells``: timing_cells(records); ``bad``: diverging(records)."""
     lines = [f"# gradharness report — {meta.get('run_id', '')}", ""]
     if meta.get("interrupted"):
         lines += [interrupted_banner(meta["interrupted"]), ""]
     if meta.get("partial"):   # harness merge --allow-partial
         lines += [partial_banner(meta["partial"]), ""]
-    lines += _headline(records, meta, bad)
-    lines += _summary(records, meta, cells, bad)
+    return lines + _headline(records, meta, bad) + _summary(records, meta, cells, bad)
+
+
+def _joined(lines) -> str:
+    """Markdown lines as text: trailing blank lines dropped, one final newline."""
+    lines = list(lines)
+    while lines and lines[-1] == "":
+        lines.pop()
+    return "\n".join(lines) + "\n"
+
+
+def summary_markdown(records, meta: dict) -> str:
+    """The report's first screen alone (title, banners, headline, Summary), the same markdown
+    report.md begins with: for a CI job summary (GITHUB_STEP_SUMMARY). Deterministic."""
+    records = list(records)
+    return _joined(_top(records, meta, timing_cells(records), diverging(records)))
+
+
+def render(records, meta: dict) -> str:
+    """report.md for ``records`` (results.jsonl) and ``meta`` (run.json): deterministic."""
+    records = list(records)
+    cells = timing_cells(records)   # shared by the summary's timing gaps and the timing sections
+    bad = diverging(records)          # shared by the headline, the summary and the divergences
+    lines = _top(records, meta, cells, bad)
     lines += divergences_section(bad, (meta.get("expected") or {}).get("vanished") or [],
                                  mark=bool(meta.get("expected")) or any(r.get("known") for r in bad))
     lines += porting_section(records)
@@ -264,9 +285,7 @@ def render(records, meta: dict) -> str:
         lines += ["## Plots", ""] + [f"![{p}]({p})" for p in plots] + [""]
     lines += run_section(meta)
     lines += _how_to_read(records)
-    while lines and lines[-1] == "":
-        lines.pop()
-    return "\n".join(lines) + "\n"
+    return _joined(lines)
 
 
-__all__ = ["coverage_table", "gaps_summary", "render", "summary_table", "worst_table"]
+__all__ = ["coverage_table", "gaps_summary", "render", "summary_markdown", "summary_table", "worst_table"]
