@@ -79,7 +79,8 @@ def main(argv=None) -> int:
     parser.add_argument("--cpus", default="1,2,8", help="cluster sizes (default 1,2,8)")
     parser.add_argument("--cases", default=CASES)
     args = parser.parse_args(argv)
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    # the head and its clients agree on no auth token (newer Ray turns it on once ~/.ray/auth_token exists)
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": os.environ.get("RAY_AUTH_MODE", "disabled")}
     work = Path(tempfile.mkdtemp(prefix="ray-scaling-"))
     counts, reference = {}, None
     try:

@@ -22,7 +22,10 @@ def harness_env(**extra) -> dict:
     """The environment of a harness subprocess started by a test (this process's is left alone): the
     test cache, and no GitHub job summary (tests run under Actions must not write to the job's page)."""
     env = {k: v for k, v in os.environ.items() if k != "GITHUB_STEP_SUMMARY"}
-    return {**env, "GRADHARNESS_CACHE_DIR": TEST_CACHE, **extra}
+    # a Ray a test starts (a private one, or `ray start` in test_ray_cluster) and its clients agree on
+    # no auth token (Ray >= 2.5x turns token auth on once ~/.ray/auth_token exists) and send no stats
+    ray = {"RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
+    return {**env, **ray, "GRADHARNESS_CACHE_DIR": TEST_CACHE, **extra}
 
 
 def harness(*args, timeout=600, env=None):

@@ -45,7 +45,7 @@ def cluster():
     teardown can end it and everything it started, and nothing else on the machine."""
     temp = tempfile.mkdtemp(prefix="rt", dir="/tmp")   # short: Ray's socket paths must fit 107 bytes
     port = _free_port()
-    env = harness_env(RAY_USAGE_STATS_ENABLED="0")
+    env = harness_env()
     head = subprocess.Popen([_ray_cli(), "start", "--head", "--block", f"--port={port}", "--num-cpus=4",
                              "--num-gpus=0", f"--temp-dir={temp}", "--include-dashboard=false",
                              "--disable-usage-stats", "--node-ip-address=127.0.0.1"],
@@ -66,7 +66,7 @@ def cluster():
             time.sleep(1)
         yield address
     finally:
-        for sig, wait in ((signal.SIGTERM, 30), (signal.SIGKILL, 10)):
+        for sig, wait in ((signal.SIGTERM, 10), (signal.SIGKILL, 10)):
             try:
                 os.killpg(head.pid, sig)
             except ProcessLookupError:
@@ -92,7 +92,7 @@ def test_ray_chunks_on_a_real_cluster_equal_the_local_run(cluster, tmp_path):
 
     out = tmp_path / "ray"
     proc = harness("run", *SELECTION, "--out", out, "--executor", "ray", "--ray-chunks", "8",
-                   env=harness_env(RAY_ADDRESS=cluster, RAY_USAGE_STATS_ENABLED="0"))
+                   env=harness_env(RAY_ADDRESS=cluster))
     assert proc.returncode == 0, proc.stderr
     # pairwise checks are judged in the driver over every chunk's observations: the same records
     assert _comparable(results(out)) == _comparable(results(local))
@@ -115,7 +115,7 @@ def test_ray_default_chunks_follow_the_clusters_cpus(cluster, tmp_path):
     out = tmp_path / "ray"
     proc = harness("run", "--cases", "linear_mse,op_exp", "--frameworks", "torch,jax", "--dtypes", "float64",
                    "--timing", "off", "--quiet", "--out", out, "--executor", "ray",
-                   env=harness_env(RAY_ADDRESS=cluster, RAY_USAGE_STATS_ENABLED="0"))
+                   env=harness_env(RAY_ADDRESS=cluster))
     assert proc.returncode == 0, proc.stderr
     chunks = json.loads((out / "run.json").read_text())["chunks"]
     assert 2 <= len(chunks) <= 4 and {c["framework"] for c in chunks} == {"torch", "jax"}

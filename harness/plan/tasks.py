@@ -238,8 +238,8 @@ def chunk_groups(groups: dict, costs: dict, parts: int, min_cost: float = MIN_CH
         by_case: dict = {}
         for t in tasks:
             by_case.setdefault(t.case, []).append(t)
-        count = max(1, min(len(by_case), round(parts * cost_of(tasks) / total),
-                           int(cost_of(tasks) // min_cost)))
+        worth = int(cost_of(tasks) // min_cost) if min_cost > 0 else len(by_case)
+        count = max(1, min(len(by_case), round(parts * cost_of(tasks) / total), worth))
         owner, loads = balance({name: cost_of(ts) for name, ts in by_case.items()}, count)
         for k in range(count):
             mine = [t for t in tasks if owner[t.case] == k]
