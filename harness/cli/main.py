@@ -117,9 +117,9 @@ def _add_execution_arguments(run) -> None:
     run.add_argument("--timeout", type=float, default=600.0,
                      help="seconds one task may take before its worker is killed (default 600)")
     run.add_argument("--worker-timeout", type=float, default=None, metavar="SECONDS",
-                     help="seconds all the tasks of one worker (framework, device, precision) may take "
-                          "together; past it the running task is killed and the rest recorded as not run "
-                          "(default: no limit)")
+                     help="seconds all the tasks of one worker (a framework's tasks on a device, or one "
+                          "chunk of them with --jobs > 1) may take together; past it the running task is killed "
+                          "and the rest recorded as not run (default: no limit)")
     run.add_argument("--memory-limit", default=None, metavar="SIZE",
                      help="cap each CPU worker's address space (e.g. 8G, 512M; a bare number is GiB): an "
                           "allocation beyond it becomes an 'out of memory' error record (default: no limit)")

@@ -51,7 +51,7 @@ class Interrupted(BaseException):
 
 def worker_env(framework: str, device: str, threads: int, quiet_dir=None, cache_dir=None) -> dict:
     """The environment a worker starts with: its device pinned, memory not preallocated; the run's
-    quiet room (harness.worker.quiet) and the compilation cache folder (harness.define.cache) where
+    quiet room (harness.worker.quiet) and the compilation cache folder (harness.run.cache) where
     there are."""
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
