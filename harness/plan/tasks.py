@@ -225,8 +225,7 @@ def chunk_groups(groups: dict, costs: dict, parts: int, min_cost: float = MIN_CH
     module case's float32 task reuses what its float64 task built, and a case's tasks then share one
     process's caches), a group's share of the chunks following its share of the cost (``costs``: task
     id -> cost), its cases balanced over them (``balance``), none below ``min_cost`` unless its whole
-    group is. Largest chunk first, groups interleaved (``interleaved``): in that order a pool of lanes
-    is list-scheduled. ``parts`` <= the number of groups: one chunk per group, in order.
+    group is. Largest chunk first: in that order a pool of lanes is list-scheduled. ``parts`` <= the number of groups: one chunk per group, in order.
     """
     def cost_of(tasks):
         return sum(costs.get(t.id, TASK_COST) for t in tasks)
@@ -245,22 +244,9 @@ def chunk_groups(groups: dict, costs: dict, parts: int, min_cost: float = MIN_CH
         for k in range(count):
             mine = [t for t in tasks if owner[t.case] == k]
             chunks.append(Chunk(key, mine, k, count, loads[k]))
-    return interleaved(chunks)
+    return sorted(chunks, key=lambda c: -c.cost)
 
 
-def interleaved(chunks) -> list:
-    """Largest first, but never two chunks of one group in a row while another group has one left:
-    lanes that start together then run different frameworks, so a framework's second chunk starts
-    later and loads what its first compiled (harness.run.cache) instead of compiling it alongside."""
-    left = sorted(chunks, key=lambda c: (-c.cost, c.key, c.index))
-    order = []
-    while left:
-        pick = next((c for c in left if not order or c.key != order[-1].key), left[0])
-        left.remove(pick)
-        order.append(pick)
-    return order
-
-
-__all__ = ["balance", "Chunk", "chunk_groups", "CHUNKS_PER_LANE", "FD_COST_CAP", "interleaved", "FD_COST_PER_ELEMENT",
+__all__ = ["balance", "Chunk", "chunk_groups", "CHUNKS_PER_LANE", "FD_COST_CAP", "FD_COST_PER_ELEMENT",
            "FRAMEWORK_COST", "MIN_CHUNK_COST", "REFERENCE", "TASK_COST", "TIMING_COST", "case_elements", "is_reference", "make_plan",
            "parse_shard", "Plan", "shard_cases", "Task", "task_cost", "task_costs"]

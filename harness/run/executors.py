@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 
 from harness.errors import HarnessError
-from harness.plan.tasks import chunk_groups, interleaved
+from harness.plan.tasks import chunk_groups
 from harness.run.local import ROOT, Runner, as_chunks
 
 EXECUTORS = ("local", "ray")
@@ -160,7 +160,7 @@ def cluster_chunks(groups: dict, costs: dict, resources: dict, parts: int | None
     gpu = {k: t for k, t in groups.items() if k[1] != "cpu"}
     chunks = chunk_groups(cpu, costs, max(1, int(resources.get("CPU", 1)))) if cpu else []
     chunks += chunk_groups(gpu, costs, max(1, int(resources.get("GPU", 1)))) if gpu else []
-    return interleaved(chunks)
+    return sorted(chunks, key=lambda c: -c.cost)
 
 
 def runner_options(settings) -> dict:
