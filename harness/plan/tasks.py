@@ -170,11 +170,12 @@ def shard_cases(cases, index: int, count: int, plan_args: dict) -> tuple:
     shard of a CI matrix computes the same assignment independently. ``plan_args`` are make_plan's
     keyword arguments (frameworks, devices, dtypes, modes, precisions, seed, fd_mode, timing).
     """
-    costs = {}
-    for case in cases:
-        tasks = make_plan([case], **plan_args).tasks
-        costs[case.name] = sum(task_costs(tasks, {case.name: case}, plan_args.get("seed", 0)).values()) or TASK_COST
-    owner, loads = balance(costs, count)
+    tasks = make_plan(cases, **plan_args).tasks
+    per_task = task_costs(tasks, {c.name: c for c in cases}, plan_args.get("seed", 0))
+    costs = {c.name: 0.0 for c in cases}
+    for t in tasks:
+        costs[t.case] += per_task[t.id]
+    owner, loads = balance({name: cost or TASK_COST for name, cost in costs.items()}, count)
     owner = {name: k + 1 for name, k in owner.items()}
     return [c for c in cases if owner[c.name] == index], owner, loads
 
@@ -225,21 +226,23 @@ def chunk_groups(groups: dict, costs: dict, parts: int, min_cost: float = MIN_CH
     module case's float32 task reuses what its float64 task built, and a case's tasks then share one
     process's caches), a group's share of the chunks following its share of the cost (``costs``: task
     id -> cost), its cases balanced over them (``balance``), none below ``min_cost`` unless its whole
-    group is. Largest chunk first: in that order a pool of lanes is list-scheduled. ``parts`` <= the number of groups: one chunk per group, in order.
+    group is. Largest chunk first: in that order a pool of lanes is list-scheduled. ``parts`` <= the
+    number of groups: one chunk per group, in order.
     """
     def cost_of(tasks):
         return sum(costs.get(t.id, TASK_COST) for t in tasks)
 
+    group_cost = {key: cost_of(tasks) for key, tasks in groups.items()}
     if parts <= len(groups):
-        return [Chunk(key, list(tasks), 0, 1, cost_of(tasks)) for key, tasks in groups.items()]
-    total = sum(cost_of(tasks) for tasks in groups.values()) or 1.0
+        return [Chunk(key, list(tasks), 0, 1, group_cost[key]) for key, tasks in groups.items()]
+    total = sum(group_cost.values()) or 1.0
     chunks = []
     for key, tasks in groups.items():
         by_case: dict = {}
         for t in tasks:
             by_case.setdefault(t.case, []).append(t)
-        worth = int(cost_of(tasks) // min_cost) if min_cost > 0 else len(by_case)
-        count = max(1, min(len(by_case), round(parts * cost_of(tasks) / total), worth))
+        worth = int(group_cost[key] // min_cost) if min_cost > 0 else len(by_case)
+        count = max(1, min(len(by_case), round(parts * group_cost[key] / total), worth))
         owner, loads = balance({name: cost_of(ts) for name, ts in by_case.items()}, count)
         for k in range(count):
             mine = [t for t in tasks if owner[t.case] == k]
@@ -248,5 +251,5 @@ def chunk_groups(groups: dict, costs: dict, parts: int, min_cost: float = MIN_CH
 
 
 __all__ = ["balance", "Chunk", "chunk_groups", "CHUNKS_PER_LANE", "FD_COST_CAP", "FD_COST_PER_ELEMENT",
-           "FRAMEWORK_COST", "MIN_CHUNK_COST", "REFERENCE", "TASK_COST", "TIMING_COST", "case_elements", "is_reference", "make_plan",
-           "parse_shard", "Plan", "shard_cases", "Task", "task_cost", "task_costs"]
+           "FRAMEWORK_COST", "MIN_CHUNK_COST", "REFERENCE", "TASK_COST", "TIMING_COST", "case_elements",
+           "is_reference", "make_plan", "parse_shard", "Plan", "shard_cases", "Task", "task_cost", "task_costs"]

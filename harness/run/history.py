@@ -37,8 +37,11 @@ def refine(costs: dict, tasks, cache_dir) -> dict:
     if not cache_dir:
         return costs
     seen = _load(cache_dir)
-    measured = {t.id: float(seen[_key(t)]) for t in tasks
-                if isinstance(seen.get(_key(t)), (int, float)) and seen[_key(t)] > 0 and t.id in costs}
+    measured = {}
+    for t in tasks:
+        seconds = seen.get(_key(t))
+        if t.id in costs and isinstance(seconds, (int, float)) and seconds > 0:
+            measured[t.id] = float(seconds)
     if not measured:
         return costs
     scale = sum(costs[i] for i in measured) / sum(measured.values())

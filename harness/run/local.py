@@ -219,11 +219,6 @@ def _library_file(path: str) -> bool:
     return path.startswith("<") or any(path.startswith(r.rstrip("/") + "/") for r in roots if r)
 
 
-def log_name(key) -> str:
-    """The log file name (in a run's logs/ folder) of the worker group ``key`` = (framework, device, precision)."""
-    return Chunk(key, []).log_name
-
-
 def as_chunks(groups) -> list:
     """Runner.run's argument: chunks (harness.plan.tasks.chunk_groups), or {key: tasks}, one chunk a group."""
     if isinstance(groups, dict):
@@ -460,4 +455,4 @@ class Runner:
         return (remaining, True) if remaining < limit else (limit, False)
 
 
-__all__ = ["ROOT", "as_chunks", "crash_report", "Interrupted", "log_name", "Runner", "Worker", "worker_env"]
+__all__ = ["ROOT", "as_chunks", "crash_report", "Interrupted", "Runner", "Worker", "worker_env"]

@@ -17,6 +17,7 @@ in-process runs) or without SIGSTOP (Windows) a window is a plain block: nothing
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import signal
 import time
@@ -105,8 +106,12 @@ def _signal(pid: int, signum) -> bool:
 def current() -> Room | None:
     """This worker's room (from ``ENV``), or None: windows are then plain blocks."""
     path = os.environ.get(ENV)
-    if not path or not SUPPORTED:
-        return None
+    return _room(path) if path and SUPPORTED else None
+
+
+@functools.lru_cache(maxsize=None)
+def _room(path: str) -> Room | None:
+    """One Room per folder for the life of the process (its folder made once, not per window)."""
     try:
         return Room(path)
     except OSError:
