@@ -292,7 +292,7 @@ class JaxAdapter(Adapter):
         for backend, label in (("gpu", "cuda"), ("tpu", "tpu")):
             try:
                 found += [f"{label}:{i}" for i in range(len(jax.devices(backend)))]
-            except RuntimeError:  # backend absent or failed to initialise
+            except Exception:  # noqa: BLE001 - backend absent or failed to initialise (RuntimeError, AssertionError)
                 pass
         return found
 
@@ -315,13 +315,15 @@ class JaxAdapter(Adapter):
 
     @staticmethod
     def _first_gpu():
+        why = ""
         for backend in ("gpu", "cuda"):
             try:
                 return jax.devices(backend)[0]
-            except (RuntimeError, IndexError):
-                continue
-        raise Unsupported("this jax install sees no GPU (install jax[cuda12] and check "
-                          "JAX_PLATFORMS / CUDA_VISIBLE_DEVICES)")
+            except Exception as exc:  # noqa: BLE001 - a CPU-only jaxlib under JAX_PLATFORMS=cuda fails an
+                # assert inside xla_bridge rather than raising RuntimeError: either way, no GPU here
+                why = why or str(exc).strip().split("\n")[0]
+        raise Unsupported("this jax install sees no GPU (install jax[cuda12] or jax[cuda13] and check "
+                          "JAX_PLATFORMS / CUDA_VISIBLE_DEVICES)" + (f": {why}" if why else ""))
 
     def precision_policy(self) -> dict:
         matmul = jax.config.jax_default_matmul_precision

@@ -28,6 +28,21 @@ def harness_env(**extra) -> dict:
     return {**env, **ray, "GRADHARNESS_CACHE_DIR": TEST_CACHE, **extra}
 
 
+def fake_gpu_env(folder) -> dict:
+    """harness_env() with an `nvidia-smi` first on PATH that lists one H100: the harness plans
+    cuda:0 tasks, which the frameworks here (CPU builds) cannot run. None on a machine with a real
+    nvidia-smi, where the frameworks may see a real GPU."""
+    if shutil.which("nvidia-smi"):
+        return None
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    smi = folder / "nvidia-smi"
+    smi.write_text("#!/bin/sh\necho 'GPU 0: NVIDIA H100 80GB HBM3 (UUID: GPU-00000000-test)'\n")
+    smi.chmod(0o755)
+    env = harness_env()
+    return {**env, "PATH": f"{folder}{os.pathsep}{env.get('PATH', '')}"}
+
+
 def harness(*args, timeout=600, env=None):
     return subprocess.run([sys.executable, "-m", "harness", *map(str, args)], cwd=ROOT,
                           capture_output=True, text=True, timeout=timeout, env=env or harness_env())

@@ -25,7 +25,7 @@ import numpy as np
 import pytest
 
 from adapters import FRAMEWORKS
-from tests.helpers import ROOT, harness, harness_env, results
+from tests.helpers import ROOT, fake_gpu_env, harness, harness_env, results
 
 needs_torch = pytest.mark.skipif(not FRAMEWORKS["torch"].installed(), reason="torch not installed")
 FAST = ("--frameworks", "torch", "--dtypes", "float64", "--timing", "off")
@@ -324,6 +324,32 @@ def test_framework_not_installed_or_failing_to_import(tmp_path, monkeypatch, cap
     assert any(r["verdict"] == "pass" and r["check"] == "fd" for r in torch)
     assert _reported((out / "report.md").read_text(), "linear_mse",
                      "jax failed to import: ImportError: this jax is broken (test)")
+
+
+def test_a_gpu_the_frameworks_cannot_use_skips_its_tasks_with_each_frameworks_reason(tmp_path):
+    """A machine with an NVIDIA GPU and CPU-only framework builds (pip install jax without its CUDA
+    plugin is the common one): every cuda:0 task is `skipped` with that framework's reason, never an
+    error from deep inside its backend initialisation, and the CPU tasks are untouched."""
+    env = fake_gpu_env(tmp_path / "bin")
+    if env is None:
+        pytest.skip("a real nvidia-smi is on PATH: the frameworks may use the GPU")
+    installed = [fw for fw, info in FRAMEWORKS.items() if info.installed()]
+    out = tmp_path / "run"
+    proc = harness("run", "--cases", "linear_mse", "--frameworks", ",".join(installed), "--devices", "cpu,cuda:0",
+                   "--dtypes", "float64", "--timing", "off", "--quiet", "--out", out, env=env)
+    assert proc.returncode in (0, 1), proc.stderr
+    recs = results(out)
+    gpu = [r for r in recs if r["device"] == "cuda:0"]
+    assert {r["framework"] for r in gpu} == set(installed)
+    assert all(r["verdict"] == "skipped" for r in gpu), [(r["framework"], r["verdict"], r["message"]) for r in gpu]
+    reasons = {r["framework"]: r["message"] for r in gpu if r["check"] == "run"}
+    assert set(reasons) == set(installed)
+    if "jax" in reasons:
+        assert reasons["jax"].startswith("this jax install sees no GPU"), reasons["jax"]
+    if "torch" in reasons:
+        assert reasons["torch"] == "this torch build sees no CUDA device"
+    cpu = [r for r in recs if r["device"] == "cpu" and r["check"] == "fd"]
+    assert cpu and all(r["verdict"] == "pass" for r in cpu)
 
 
 # ---- 7: bad usage ---------------------------------------------------------------------------------
