@@ -115,10 +115,10 @@ def test_perturbation_moves_a_tie_off_itself():
 
 # ---- the filters ----------------------------------------------------------------------------
 def _rec(check="reference", framework="torch", dtype="float32", mode="eager", param="x0", verdict="diverge",
-         cause=None, err=1e-3, other=None, case="c", got=None):
+         cause=None, err=1e-3, other=None, case="c", got=None, device="cpu"):
     return {"case": case, "check": check, "framework": framework, "other_framework": other, "dtype": dtype,
             "mode": mode, "param": param, "verdict": verdict, "cause": cause, "max_abs_err": err,
-            "max_rel_err": err, "message": "", "got": got, "expected": got}
+            "max_rel_err": err, "message": "", "got": got, "expected": got, "device": device}
 
 
 def test_a_float32_error_within_k_times_the_best_frameworks_is_dropped_and_beyond_it_kept():
@@ -129,6 +129,49 @@ def test_a_float32_error_within_k_times_the_best_frameworks_is_dropped_and_beyon
     pair = [_rec(check="pairwise", framework="jax", other="torch", err=2e-6), *rows]
     assert triage.judge(pair[0], pair).label == "precision-floor"
     assert triage.judge(_rec(dtype="float64", err=1e-3), [_rec(dtype="float64", err=1e-3)]).kind == "candidate"
+
+
+def test_a_gpu_gradient_is_judged_against_the_noise_floor_on_its_own_device():
+    """CPU vs GPU: a float32 GPU gradient is rounding only when it is within K times the best
+    framework's float32 error on that GPU; the CPU's (smaller) floor must not excuse it, nor hide it."""
+    gpu = _rec(framework="torch", device="cuda:0", err=3e-5)
+    cpu_only = [gpu, _rec(framework="jax", device="cpu", err=1e-6, verdict="pass")]
+    assert triage.judge(gpu, cpu_only).kind == "candidate"
+    with_gpu_floor = cpu_only + [_rec(framework="jax", device="cuda:0", err=1e-5, verdict="pass")]
+    assert triage.judge(gpu, with_gpu_floor).label == "precision-floor"
+    # the same divergence on two devices is two signatures (and a finding names its device)
+    assert triage.signature(gpu) != triage.signature(dict(gpu, device="cpu"))
+    assert triage.signature(gpu)[5] == "cuda:0"
+    # NaN alike in every framework on the GPU is shared there, whatever the CPU computed
+    nan_gpu = [_rec(check="pairwise", dtype="float64", framework="jax", other=fw, verdict="nan", device="cuda:0")
+               for fw in ("torch", "tensorflow")]
+    fine_cpu = [_rec(check="pairwise", dtype="float64", framework="jax", other=fw, verdict="pass")
+                for fw in ("torch", "tensorflow")]
+    assert triage.judge(nan_gpu[0], nan_gpu + fine_cpu).label == "shared-nan"
+
+
+def test_a_gpu_findings_scripts_run_on_its_gpu_against_the_cpu_float64_reference():
+    from harness.fuzz.outputs import checks_for
+
+    asked = []
+
+    class Batch:
+        def gradients(self, case, framework, dtype, mode, device="cpu"):
+            asked.append((framework, dtype, mode, device))
+            return {"x0": np.ones(3)}
+
+    class Found:
+        id, case, batch, point = "F001", "c0", Batch(), None
+        record = dict(_rec(device="cuda:0"), atol=1e-6, rtol=1e-5)
+
+    checks = checks_for(Found, np.random.default_rng(0))
+    assert checks["torch"]["device"] == "cuda:0" and checks["torch"]["kind"] == "reference"
+    assert asked == [("torch", "float64", "eager", "cpu")]
+    Found.record = dict(_rec(check="pairwise", other="jax", device="cuda:0"), atol=1e-6, rtol=1e-5)
+    asked.clear()
+    checks = checks_for(Found, np.random.default_rng(0))
+    assert {c["device"] for c in checks.values()} == {"cuda:0"}
+    assert asked == [("torch", "float32", "eager", "cuda:0"), ("jax", "float32", "eager", "cuda:0")]
 
 
 def test_the_judges_conventions_and_precision_causes_are_not_findings():

@@ -152,3 +152,34 @@ def test_ctrl_c_stops_the_fuzzer_cleanly_and_keeps_what_it_wrote(tmp_path):
     assert proc.returncode == 130, stderr[-2000:]
     assert "Interrupted" in (out / "fuzz.md").read_text()
     assert (out / "findings.jsonl").exists() and "Traceback" not in stderr
+
+
+def test_fuzzing_on_a_gpu_a_framework_cannot_use_says_so_and_still_finds_on_the_cpu(tmp_path):
+    """`--devices cpu,cuda:0` where torch is a CPU build (a fake nvidia-smi lists a GPU): the CPU
+    finding is still found, and every cuda:0 task torch could not run is named with torch's reason
+    in fuzz.md and fuzz.json (never silently dropped). An absent device is one line, exit 2."""
+    from tests.helpers import fake_gpu_env
+
+    if not _installed("torch"):
+        pytest.skip("needs torch")
+    env = fake_gpu_env(tmp_path / "bin")
+    if env is None:
+        pytest.skip("a real nvidia-smi is on PATH")
+    (tmp_path / "my_ops.py").write_text(OPS_FILE)
+    out = tmp_path / "out"
+    proc = harness("fuzz", "--budget", "40s", "--frameworks", "torch", "--devices", "cpu,cuda:0", "--dtypes",
+                   "float64", "--modes", "eager", "--ops", "cube,sin,mul,sum", "--extra-ops", tmp_path / "my_ops.py",
+                   "--max-ops", "3", "--round-size", "8", "--out", out, "--quiet", env=env, timeout=600)
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    rows = [json.loads(line) for line in (out / "findings.jsonl").read_text().splitlines()]
+    assert any(r["check"] == "fd" and r["ops"] == ["cube"] and r["device"] == "cpu" for r in rows), rows
+    summary = json.loads((out / "fuzz.json").read_text())
+    assert summary["settings"]["devices"] == ["cpu", "cuda:0"]
+    assert [(g["framework"], g["device"], g["reason"]) for g in summary["not_run"]] == \
+        [("torch", "cuda:0", "this torch build sees no CUDA device")]
+    report = (out / "fuzz.md").read_text()
+    assert "devices cpu, cuda:0" in report and "**Not run**" in report
+    assert "| torch       | cuda:0   |" in report
+    absent = harness("fuzz", "--budget", "10s", "--devices", "cuda:1", "--out", tmp_path / "none", env=env)
+    assert absent.returncode == 2 and absent.stderr.count("\n") == 1, absent.stderr
+    assert "cuda:1" in absent.stderr and not (tmp_path / "none").exists()

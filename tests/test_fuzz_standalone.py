@@ -179,3 +179,33 @@ def test_an_op_the_adapter_lacks_and_a_bad_check_are_refused():
         script("torch", SIN, _at(SIN), _check("nonsense"))
     with pytest.raises(ValueError, match="expected"):
         script("torch", SIN, _at(SIN), _check("reference"))
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_a_gpu_check_where_the_framework_has_no_gpu_cannot_run_rather_than_run_on_the_cpu(tmp_path, framework):
+    """A GPU finding's script names its device; where the framework sees no such GPU it exits 2
+    (the check cannot run). Never 1 (a crash read as "reproduces"), never a silent CPU fallback
+    (TensorFlow's soft placement) that would report the CPU's result as the GPU's."""
+    _need(framework)
+    text = script(framework, SIN, _at(SIN), _check("fd", device="cuda:3"))
+    assert "DEVICE_NAME = 'cuda:3'" in text and "DEVICE_INDEX = 3" in text and "float64, eager, cuda:3)" in text
+    code, out = _run(tmp_path, framework, SIN, _at(SIN), _check("fd", device="cuda:3"))
+    if code != 2 and _count_in_subprocess(framework) > 3:
+        pytest.skip("this machine has a fourth GPU")
+    assert code == 2, out
+    assert "cuda:3 is not available here" in out and "the check could not run (exit 2)" in out
+    assert "REPRODUCES" not in out
+
+
+def _count_in_subprocess(framework):
+    probe = {"torch": "import torch; print(torch.cuda.device_count())",
+             "jax": "import jax; print(len([d for d in jax.devices() if d.platform == 'gpu']))",
+             "tensorflow": "import tensorflow as tf; print(len(tf.config.list_physical_devices('GPU')))"}
+    done = subprocess.run([sys.executable, "-c", probe[framework]], capture_output=True, text=True, timeout=120)
+    return int(done.stdout.strip().splitlines()[-1]) if done.returncode == 0 else 0
+
+
+def test_a_check_device_is_cpu_cuda_or_cuda_n():
+    assert "DEVICE_NAME = 'cuda:0'" in script("torch", SIN, _at(SIN), _check("fd", device="cuda"))
+    with pytest.raises(ValueError, match="device 'tpu'"):
+        script("torch", SIN, _at(SIN), _check("fd", device="tpu"))

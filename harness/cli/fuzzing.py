@@ -8,6 +8,7 @@ from pathlib import Path
 from adapters import FRAMEWORKS
 from harness.cli.commands import choose
 from harness.errors import UsageError
+from harness.plan import devices as device_discovery
 from harness.judge.tolerance import DTYPE_TOLERANCE
 
 COMMANDS = ("fuzz", "repro")
@@ -36,6 +37,9 @@ def add_commands(sub) -> None:
                     help=f"comma-separated, from {', '.join(FRAMEWORKS)} (default: every installed one)")
     fz.add_argument("--dtypes", default="float64,float32", help="comma-separated (default: float64,float32)")
     fz.add_argument("--modes", default="eager,compiled", help="eager, compiled or both (default: eager,compiled)")
+    fz.add_argument("--devices", default="cpu",
+                    help="cpu, cuda, cuda:N or all (default: cpu); on a GPU each gradient is also held against "
+                         "the framework's CPU float64 one (CPU vs GPU)")
     fz.add_argument("--seed", type=int, default=0, help="seed of the generated programs and points (default 0)")
     fz.add_argument("--out", metavar="DIR", help="write here (default: reports/fuzz-<time>)")
     fz.add_argument("--ops", default=None, help="comma-separated ops to generate from (default: the whole opset)")
@@ -81,6 +85,10 @@ def cmd_fuzz(args) -> int:
         raise UsageError("no framework is installed: " + "; ".join(i.install for i in FRAMEWORKS.values()))
     dtypes = choose(args.dtypes, DTYPE_TOLERANCE, "dtype")
     modes = choose(args.modes, ("eager", "compiled"), "mode")
+    try:
+        devices = device_discovery.resolve(args.devices)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
     extra = None
     if args.extra_ops:
         from harness.fuzz import extra_ops
@@ -92,7 +100,7 @@ def cmd_fuzz(args) -> int:
         raise UsageError("--max-ops, --round-size, --pack-size and --jobs must be at least 1")
     budget = budget_seconds(args.budget)
     out = check_out_folder(Path(args.out) if args.out else Path("reports") / f"fuzz-{new_run_id()}")
-    settings = FuzzSettings(budget=budget, frameworks=frameworks, dtypes=dtypes, modes=modes, out=out,
+    settings = FuzzSettings(budget=budget, frameworks=frameworks, dtypes=dtypes, modes=modes, out=out, devices=devices,
                             seed=args.seed, jobs=args.jobs, round_size=args.round_size, pack_size=args.pack_size,
                             max_ops=args.max_ops,
                             ops=ops, quiet=args.quiet, extra_ops=extra)
@@ -123,7 +131,8 @@ def run_fuzz(settings) -> int:
         + (" (interrupted)" if outcome.interrupted else ""))
     for row in rows:
         pair = f" vs {row['other_framework']}" if row["other_framework"] else ""
-        say(f"  {row['id']} {row['check']} {row['framework']}{pair} {row['dtype']} {row['mode']}: "
+        where = f" {row['device']}" if row["device"] != "cpu" else ""
+        say(f"  {row['id']} {row['check']} {row['framework']}{pair} {row['dtype']} {row['mode']}{where}: "
             f"{'; '.join(row['text'].splitlines()[len(row['program']['params']):-1])}")
     say(f"report: {Path(settings.out) / 'fuzz.md'}")
     if outcome.interrupted:

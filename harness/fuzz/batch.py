@@ -53,10 +53,11 @@ class Batch:
     def failing(self, name: str) -> list:
         return [r for r in self.records if r["case"] == name]
 
-    def gradients(self, name: str, framework: str, dtype: str, mode: str) -> dict:
+    def gradients(self, name: str, framework: str, dtype: str, mode: str, device: str = "cpu") -> dict:
         """The gradient arrays one task computed (leaf -> float64 array); {} when it has none."""
+        want = (name, framework, device, dtype, mode)
         for row in read_observations(self.run_dir / "observations.jsonl"):
-            if (row["case"], row["framework"], row["dtype"], row["mode"]) == (name, framework, dtype, mode):
+            if (row["case"], row["framework"], row.get("device", "cpu"), row["dtype"], row["mode"]) == want:
                 return Observation(row, self.run_dir / "arrays").grads if row.get("status") == "ok" else {}
         return {}
 
@@ -70,11 +71,13 @@ def write_programs(folder: Path, items: list, extra_ops: str | None = None) -> P
 
 
 def run(folder: Path, items: list, frameworks: list, dtypes: list, modes: list, *, seed: int = 0, jobs: int = 2,
-        timeout: float = 120.0, within: float | None = None, extra_ops: str | None = None) -> Batch:
-    """Run ``items`` on every framework in every dtype and mode (CPU, default precision, no timing);
-    ``within``: seconds each worker may take for all its tasks (the rest are recorded as not run)."""
+        timeout: float = 120.0, within: float | None = None, extra_ops: str | None = None,
+        devices: list = ("cpu",)) -> Batch:
+    """Run ``items`` on every framework in every device, dtype and mode (default precision, no
+    timing); ``within``: seconds each worker may take for all its tasks (the rest are recorded as
+    not run)."""
     cases = load_file(str(write_programs(folder, items, extra_ops)))
-    settings = Settings(cases=cases, frameworks=list(frameworks), devices=["cpu"], dtypes=list(dtypes),
+    settings = Settings(cases=cases, frameworks=list(frameworks), devices=list(devices), dtypes=list(dtypes),
                         modes=list(modes), precisions=["default"], seed=seed, out=folder / "run", jobs=jobs,
                         timeout=timeout, timing=None, quiet=True, command="harness fuzz", plots=False,
                         worker_timeout=within)

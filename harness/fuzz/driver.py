@@ -4,7 +4,8 @@ One loop of rounds, each a few batched runs (harness.fuzz.batch), so worker proc
 per step rather than once per program:
 
 1. a round's programs run in packs (harness.fuzz.program.pack_case: several programs as one case
-   over disjoint leaves) on every framework, dtype and mode asked;
+   over disjoint leaves) on every framework, device, dtype and mode asked (on a GPU the reference
+   check holds each gradient against the framework's CPU float64 one: CPU vs GPU);
 2. each failing record is triaged (harness.fuzz.triage): precision differences are dropped,
    conventions, shared NaN and errors are kept apart, the rest make their member a suspect (a
    record of the whole pack, ``*``, makes every member one); a suspect whose check, frameworks and
@@ -52,6 +53,7 @@ class FuzzSettings:
     dtypes: list
     modes: list
     out: Path
+    devices: list = field(default_factory=lambda: ["cpu"])
     seed: int = 0
     jobs: int = 2
     round_size: int = 48
@@ -111,6 +113,7 @@ class Outcome:
     programs: int = 0
     rounds: int = 0
     discarded: Counter = field(default_factory=Counter)
+    not_run: Counter = field(default_factory=Counter)   # (framework, device, reason) -> tasks skipped
     seconds: float = 0.0
     interrupted: bool = False
 
@@ -168,13 +171,15 @@ class Fuzzer:
             o = self.outcome
             self.progress(stage, programs=o.programs, findings=len(o.findings), left=max(self.left(), 0.0))
 
-    def _batch(self, label: str, items: list, frameworks, dtypes, modes):
+    def _batch(self, label: str, items: list, frameworks, dtypes, modes, devices):
         self.batch_count += 1
         folder = Path(self.s.out) / "batches" / f"{self.batch_count:03d}-{label}"
-        # a worker's limit counts from its own start: workers run in waves of --jobs
-        waves = -(-len(set(frameworks)) // self.s.jobs)
+        # a worker's limit counts from its own start: workers (one per framework and device) run in
+        # waves of --jobs
+        waves = -(-len(set(frameworks)) * len(set(devices)) // self.s.jobs)
         return batches.run(folder, items, sorted(frameworks), _ordered(dtypes), _ordered(modes), seed=self.s.seed,
-                           jobs=self.s.jobs, within=max(self.left(), 0.0) / waves + GRACE, extra_ops=self.s.extra_ops)
+                           jobs=self.s.jobs, within=max(self.left(), 0.0) / waves + GRACE, extra_ops=self.s.extra_ops,
+                           devices=_ordered(devices))
 
     def _round(self) -> None:
         k = self.outcome.rounds
@@ -188,11 +193,14 @@ class Fuzzer:
                  for j, i in enumerate(range(0, len(made), per))]
         self._tell(f"round {k + 1}: running {len(made)} programs in {len(packs)} packs")
         began = time.monotonic()
-        result = self._batch(f"round-{k}", packs, self.s.frameworks, self.s.dtypes, self.s.modes)
+        result = self._batch(f"round-{k}", packs, self.s.frameworks, self.s.dtypes, self.s.modes, self.s.devices)
         self.per_program = (time.monotonic() - began) / len(made)
         self.outcome.rounds += 1
         self.outcome.programs += len(made)
         by_name = {p.name: p for p in packs}
+        for r in result.records:   # a framework that cannot run on a device (a CPU-only build): said, not hidden
+            if r["check"] == "run" and r["verdict"] == "skipped":
+                self.outcome.not_run[(r["framework"], r.get("device") or "cpu", r.get("message") or "")] += 1
         suspects: dict = {}       # (pack, member) -> {(signature, label)}
         for record, verdict in triage(result.records):
             pack = by_name.get(record["case"])
@@ -254,8 +262,8 @@ class Fuzzer:
             shifted = [batches.Item(f"c{n}p{j}", program, p) for j, p in enumerate(moved)]
             items += [alone, *shifted]
             plans.append((alone, shifted, sigs))
-        records = [{"framework": s[0][1], "other_framework": s[0][2], "dtype": s[0][3], "mode": s[0][4]}
-                   for _, _, sigs in plans for s in sigs]
+        records = [{"framework": s[0][1], "other_framework": s[0][2], "dtype": s[0][3], "mode": s[0][4],
+                    "device": s[0][5]} for _, _, sigs in plans for s in sigs]
         result = self._batch("confirm", items, *_settings_of(records))
         confirmed, alone_too, screened = [], set(), {}
         for alone, shifted, sigs in plans:
@@ -289,7 +297,8 @@ class Fuzzer:
         for (pack, sig), check in sorted(screened.items(), key=str):
             if (pack, sig) not in alone_too:   # no member alone shows what the pack showed
                 stub = {"case": pack, "check": check, "framework": sig[1], "other_framework": sig[2],
-                        "dtype": sig[3], "mode": sig[4], "param": "*", "verdict": "diverge", "message": ""}
+                        "dtype": sig[3], "mode": sig[4], "device": sig[5], "param": "*", "verdict": "diverge",
+                        "message": ""}
                 self.outcome.observed.append(Observed("dropped", "not-alone", stub, None,
                                                       "no member of the pack shows it alone (nondeterministic)"))
         return confirmed
@@ -355,18 +364,19 @@ class Fuzzer:
 
 
 def _ordered(values) -> list:
-    """float64 / eager first: the reference settings."""
-    rank = {"float64": 0, "eager": 0}
+    """float64 / eager / cpu first: the reference settings."""
+    rank = {"float64": 0, "eager": 0, "cpu": 0}
     return sorted(set(values), key=lambda v: (rank.get(v, 1), v))
 
 
 def _settings_of(records: list) -> tuple:
-    """The frameworks, dtypes and modes that reproduce these records: theirs, plus the float64
-    eager reference each check is made against."""
+    """The frameworks, dtypes, modes and devices that reproduce these records: theirs, plus the
+    float64 eager CPU reference each check is made against."""
     frameworks = {r["framework"] for r in records} | {r["other_framework"] for r in records if r.get("other_framework")}
     dtypes = {r["dtype"] for r in records} | {"float64"}
     modes = {r["mode"] for r in records} | {"eager"}
-    return frameworks, dtypes, modes
+    devices = {r.get("device") or "cpu" for r in records} | {"cpu"}
+    return frameworks, dtypes, modes, devices
 
 
 def _matching(result, name: str, sig: tuple, label) -> dict | None:

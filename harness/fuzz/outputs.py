@@ -20,15 +20,17 @@ from harness.render.markdown import table
 from harness.store.records import atomic_write_text
 
 #: the fields of a record a finding keeps
-_RECORD_FIELDS = ("check", "framework", "other_framework", "dtype", "mode", "param", "verdict", "cause",
+_RECORD_FIELDS = ("check", "framework", "other_framework", "device", "dtype", "mode", "param", "verdict", "cause",
                   "max_abs_err", "max_rel_err", "worst_index", "got", "expected", "atol", "rtol", "message")
 
 
 def checks_for(finding, rng) -> dict:
     """framework -> the standalone script's check for each framework the finding involves."""
     r = finding.record
+    device = r.get("device") or "cpu"
     base = {"dtype": r["dtype"], "mode": r["mode"], "param": r["param"], "atol": float(r["atol"] or 0.0),
-            "rtol": float(r["rtol"] or 0.0), "note": f"harness fuzz {finding.id}: {r.get('message') or r['check']}"}
+            "rtol": float(r["rtol"] or 0.0), "device": device,
+            "note": f"harness fuzz {finding.id}: {r.get('message') or r['check']}"}
     fw, other = r["framework"], r.get("other_framework")
     kind = r["check"]
     if kind in ("fd", "compiled"):
@@ -38,13 +40,13 @@ def checks_for(finding, rng) -> dict:
         direction = {k: (rng.standard_normal(v.shape) if k in wrt else 0.0 * v).tolist()
                      for k, v in finding.point.params.items()}
         return {fw: {**base, "kind": "jvp", "direction": direction}}
-    if kind == "reference":
-        expected = finding.batch.gradients(finding.case, fw, "float64", "eager")
+    if kind == "reference":   # the framework's float64 eager CPU gradient, whatever device the record's
+        expected = finding.batch.gradients(finding.case, fw, "float64", "eager", "cpu")
         return {fw: {**base, "kind": "reference", "expected": _lists(expected),
-                     "other": f"{fw} float64 eager"}} if expected else {}
+                     "other": f"{fw} float64 eager cpu"}} if expected else {}
     if kind == "pairwise":
-        a = finding.batch.gradients(finding.case, fw, r["dtype"], r["mode"])
-        b = finding.batch.gradients(finding.case, other, r["dtype"], r["mode"])
+        a = finding.batch.gradients(finding.case, fw, r["dtype"], r["mode"], device)
+        b = finding.batch.gradients(finding.case, other, r["dtype"], r["mode"], device)
         if not (a and b):
             return {}
         return {fw: {**base, "kind": "pairwise", "expected": _lists(b), "other": other},
@@ -75,14 +77,17 @@ def write_finding(folder: Path, finding, extra_ops: str | None = None) -> dict:
     frameworks = sorted({r["framework"], r.get("other_framework")} - {None})
     dtypes = sorted({"float64", r["dtype"]})
     modes = sorted({"eager", r["mode"]})
+    device = r.get("device") or "cpu"
+    devices = ["cpu"] + ([device] if device != "cpu" else [])
     return {"id": finding.id, "check": r["check"], "framework": r["framework"], "other_framework": r.get("other_framework"),
-            "dtype": r["dtype"], "mode": r["mode"], "cause": finding.label, "ops": list(finding.ops),
+            "device": device, "dtype": r["dtype"], "mode": r["mode"], "cause": finding.label, "ops": list(finding.ops),
             "program": finding.program.to_json(), "point": finding.point.to_json(), "text": finding.program.text(),
             "record": {k: r.get(k) for k in _RECORD_FIELDS}, "size": list(finding.program.size()),
             "found_size": list(finding.original), "steps": finding.steps, "minimised": finding.minimised,
             "duplicates": finding.duplicates, "case_file": str(case_file), "scripts": scripts,
             "run": f"python -m harness run --cases {case_file} --frameworks {','.join(frameworks)} "
-                   f"--dtypes {','.join(dtypes)} --modes {','.join(modes)} --timing off"}
+                   + (f"--devices {','.join(devices)} " if device != "cpu" else "")
+                   + f"--dtypes {','.join(dtypes)} --modes {','.join(modes)} --timing off"}
 
 
 def severity(row: dict) -> tuple:
@@ -110,19 +115,21 @@ def _summary(outcome, versions, rows, classes) -> dict:
     groups: dict = {}
     for o in outcome.observed:
         key = (o.kind, o.label, o.record["check"], o.record["framework"], o.record.get("other_framework"),
-               (o.why or "")[:160] if o.label == "error" else "")
+               (o.why or "")[:160] if o.label == "error" else "", o.record.get("device") or "cpu")
         n, smallest = groups.get(key, (0, o.program))
         groups[key] = (n + 1, o.program if _size(o.program) < _size(smallest) else smallest)
     return {
-        "settings": {"budget_s": s.budget, "frameworks": s.frameworks, "dtypes": s.dtypes, "modes": s.modes,
-                     "seed": s.seed, "round_size": s.round_size, "max_ops": s.max_ops},
+        "settings": {"budget_s": s.budget, "frameworks": s.frameworks, "devices": s.devices, "dtypes": s.dtypes,
+                     "modes": s.modes, "seed": s.seed, "round_size": s.round_size, "max_ops": s.max_ops},
         "versions": versions, "seconds": round(outcome.seconds, 1), "interrupted": outcome.interrupted,
         "programs": outcome.programs, "rounds": outcome.rounds,
         "programs_per_minute": round(60.0 * outcome.programs / outcome.seconds, 1) if outcome.seconds else 0.0,
         "discarded": dict(outcome.discarded), "findings": len(rows),
         "filtered": [{"kind": k, "label": lab, "records": n} for (k, lab), n in sorted(apart.items())],
+        "not_run": [{"framework": fw, "device": dev, "reason": why, "tasks": n}
+                    for (fw, dev, why), n in sorted(outcome.not_run.items())],
         "groups": [{"kind": k[0], "label": k[1], "check": k[2], "framework": k[3], "other_framework": k[4],
-                    "message": k[5], "records": n, "smallest": p.text() if p else "(in a pack: not attributed)"} for k, (n, p) in sorted(
+                    "message": k[5], "device": k[6], "records": n, "smallest": p.text() if p else "(in a pack: not attributed)"} for k, (n, p) in sorted(
                         groups.items(), key=lambda kv: (kv[0][0], kv[0][1], -kv[1][0], str(kv[0])))],
         "rediscovery": [{"case": c.case, "cause": c.cause, "ops": sorted(c.ops), "out_of_reach": c.why_out,
                          "found": None if hit is None else {"label": hit[1], "program": hit[2].text(),
@@ -140,19 +147,25 @@ def render(summary: dict, rows: list) -> str:
     lines += [f"{summary['programs']} programs in {summary['rounds']} round(s), {summary['seconds']:.0f} s "
               f"(budget {s['budget_s']:.0f} s): **{summary['programs_per_minute']} programs per minute**; "
               f"frameworks {', '.join(f'{k} {v}' for k, v in summary['versions'].items())}; dtypes "
-              f"{', '.join(s['dtypes'])}; modes {', '.join(s['modes'])}; seed {s['seed']}.", "",
-              f"**{len(rows)} finding(s)**, unique and minimised, worst first. Each folder under `findings/` has "
+              f"{', '.join(s['dtypes'])}; modes {', '.join(s['modes'])}; devices {', '.join(s.get('devices') or ['cpu'])}; "
+              f"seed {s['seed']}.", ""]
+    if summary.get("not_run"):
+        lines += ["**Not run** (these tasks were skipped or could not start; nothing was checked there):", "",
+                  table([[g["framework"], g["device"], str(g["tasks"]), g["reason"]] for g in summary["not_run"]],
+                        ["framework", "device", "tasks", "reason"]), ""]
+    lines += [f"**{len(rows)} finding(s)**, unique and minimised, worst first. Each folder under `findings/` has "
               "`case.py` (`harness run --cases` reproduces it) and one standalone script per framework "
               "(exit 1: it reproduces).", ""]
     for row in rows:
         r = row["record"]
         pair = f" vs {row['other_framework']}" if row["other_framework"] else ""
-        lines += [f"## {row['id']}: {row['check']} · {row['framework']}{pair} · {row['dtype']} {row['mode']} · "
+        where = f" {row['device']}" if row.get("device", "cpu") != "cpu" else ""
+        lines += [f"## {row['id']}: {row['check']} · {row['framework']}{pair} · {row['dtype']} {row['mode']}{where} · "
                   f"{row['cause']}", "", "```", row["text"], "```", "",
                   f"- at `{r['param']}`{list(r['worst_index']) if r.get('worst_index') else ''}: got "
                   f"{_num(r['got'])}, expected {_num(r['expected'])} (abs err {_num(r['max_abs_err'])}, rel "
                   f"{_num(r['max_rel_err'])}; atol {_num(r['atol'])}, rtol {_num(r['rtol'])})",
-                  f"- {r.get('message') or ''}".rstrip(),
+                  *([f"- {r['message']}"] if r.get("message") else []),
                   f"- minimised from {row['found_size'][0]} op(s), {row['found_size'][1]} element(s) to "
                   f"{row['size'][0]} op(s), {row['size'][1]} element(s) in {row['steps']} step(s)"
                   + ("" if row["minimised"] else " (stopped by the budget)")
@@ -185,7 +198,8 @@ def _groups(summary: dict, kind: str) -> list:
     rows = [g for g in summary["groups"] if g["kind"] == kind]
     if not rows:
         return []
-    return [table([[g["label"], g["check"], g["framework"] + (f" vs {g['other_framework']}" if g["other_framework"] else ""),
+    return [table([[g["label"], g["check"], g["framework"] + (f" vs {g['other_framework']}" if g["other_framework"] else "")
+                     + (f" ({g['device']})" if g.get("device", "cpu") != "cpu" else ""),
                      str(g["records"]), g["smallest"].replace("\n", "; "), g["message"]] for g in rows],
                   ["class", "check", "frameworks", "records", "smallest program", "message"]), ""]
 

@@ -231,7 +231,9 @@ def bundle(framework: str, op_names, uses=()) -> str:
 _FRAMEWORKS = {
     # uses: module-level names of the adapter the snippet needs; setup: right after the imports
     "torch": {"uses": ("torch", "_DTYPES"), "setup": "", "version": "torch.__version__", "code": '''
-DEVICE = torch.device("cuda:0" if DEVICE_KIND == "cuda" else "cpu")
+DEVICE = torch.device(DEVICE_NAME)
+if DEVICE_KIND == "cuda" and torch.cuda.device_count() <= DEVICE_INDEX:
+    no_device(f"torch sees {torch.cuda.device_count()} CUDA device(s)")
 
 
 def native(a, dtype):
@@ -265,7 +267,10 @@ def jvp(f, xs, vs, compiled):
 '''},
     "jax": {"uses": ("jax", "jnp", "_DTYPES"), "version": "jax.__version__",
             "setup": 'jax.config.update("jax_enable_x64", True)', "code": '''
-DEVICE = jax.devices("gpu" if DEVICE_KIND == "cuda" else "cpu")[0]
+try:
+    DEVICE = jax.devices("gpu")[DEVICE_INDEX] if DEVICE_KIND == "cuda" else jax.devices("cpu")[0]
+except Exception as exc:  # no GPU backend (RuntimeError, or an assert in a CPU-only jaxlib)
+    no_device(f"{type(exc).__name__}: {exc}")
 jax.config.update("jax_default_device", DEVICE)
 
 
@@ -295,7 +300,10 @@ def jvp(f, xs, vs, compiled):
     return maybe_jit(lambda xs, vs: jax.jvp(f, xs, vs), compiled)(tuple(xs), tuple(vs))[1]
 '''},
     "tensorflow": {"uses": ("tf", "_DTYPES"), "setup": "", "version": "tf.__version__", "code": '''
-DEVICE = "/GPU:0" if DEVICE_KIND == "cuda" else "/CPU:0"
+DEVICE = f"/GPU:{DEVICE_INDEX}" if DEVICE_KIND == "cuda" else "/CPU:0"
+# soft placement would run a missing GPU's ops on the CPU and report that as the GPU's result
+if DEVICE_KIND == "cuda" and len(tf.config.list_physical_devices("GPU")) <= DEVICE_INDEX:
+    no_device(f"tensorflow sees {len(tf.config.list_physical_devices('GPU'))} GPU(s)")
 ZERO = tf.UnconnectedGradients.ZERO
 
 
@@ -443,7 +451,7 @@ def main():
     if NOTE:
         print(NOTE)
     print(PROGRAM)
-    print(f"{FRAMEWORK} {VERSION}: {KIND} check, {DTYPE}, {MODE}, on {DEVICE_KIND}")
+    print(f"{FRAMEWORK} {VERSION}: {KIND} check, {DTYPE}, {MODE}, on {DEVICE_NAME}")
     got, reference = measure()
     np.set_printoptions(floatmode="unique", linewidth=120)
     print(f"got ({GOT_LABEL}):")
@@ -548,8 +556,9 @@ def _check(program: Program, check: dict) -> dict:
         if not isinstance(c.get(key), (int, float)) or isinstance(c.get(key), bool):
             raise ValueError(f"check {key} must be a number, not {c.get(key)!r}")
     c["compared"] = list(shapes) if c["param"] == "*" else [c["param"]]
-    if c["device"] not in ("cpu", "cuda"):
-        raise ValueError(f"check device {c['device']!r} is not cpu or cuda")
+    if not re.fullmatch(r"cpu|cuda(:\d+)?", str(c["device"])):
+        raise ValueError(f"check device {c['device']!r} is not cpu, cuda or cuda:N")
+    c["device"] = "cuda:0" if c["device"] == "cuda" else c["device"]
 
     def leaf_arrays(values, what, fill=None):
         values = values if isinstance(values, dict) else {c["param"]: values}
@@ -608,7 +617,7 @@ def script(framework: str, program: Program, point: Point, check: dict, extra_op
     """A standalone script that reproduces (exit 1) or not (exit 0) one check of ``program`` at
     ``point`` in ``framework``; exit 2 where the check cannot run. ``check``: kind (KINDS), dtype,
     mode, param (a leaf or "*"), atol, rtol; direction (jvp), expected (reference, pairwise,
-    forward), other (pairwise), note, device ("cpu" or "cuda", default cpu)."""
+    forward), other (pairwise), note, device ("cpu", "cuda" (cuda:0) or "cuda:N", default cpu)."""
     if framework not in _FRAMEWORKS:
         raise ValueError(f"no standalone scripts for {framework!r} (known: {', '.join(_FRAMEWORKS)})")
     spec, c = _FRAMEWORKS[framework], _check(program, check)
@@ -629,7 +638,7 @@ def script(framework: str, program: Program, point: Point, check: dict, extra_op
     fill = {"dtype": c["dtype"], "mode": c["mode"], "other": c.get("other", "")}
     exit_line = "exit 1 when the divergence reproduces, 0 when it does not, 2 when the check cannot run."
     header = (f"Standalone repro: {c['kind']} check of a generated program in {framework} "
-              f"({c['dtype']}, {c['mode']}).\n{exit_line}\n"
+              f"({c['dtype']}, {c['mode']}, {c['device']}).\n{exit_line}\n"
               + (f"\n{c['note']}\n" if c["note"] else "")
               + "\n" + textwrap.indent(program.text(), "    ") + "\n\n"
               f"got: {got_label.format(**fill)}\nreference: {ref_label.format(**fill)}\n"
@@ -638,7 +647,8 @@ def script(framework: str, program: Program, point: Point, check: dict, extra_op
     constants = [
         f"FRAMEWORK = {framework!r}", f"VERSION = {spec['version']}", f"KIND = {c['kind']!r}",
         f"DTYPE = {c['dtype']!r}", f"MODE = {c['mode']!r}", f"COMPILED = {c['mode'] == 'compiled'!r}",
-        f"DEVICE_KIND = {c['device']!r}", f"ATOL = {_literal(float(c['atol']))}",
+        f"DEVICE_NAME = {c['device']!r}", f"DEVICE_KIND = {c['device'].split(':')[0]!r}",
+        f"DEVICE_INDEX = {int(c['device'].split(':')[1]) if ':' in c['device'] else 0}", f"ATOL = {_literal(float(c['atol']))}",
         f"RTOL = {_literal(float(c['rtol']))}", f"COMPARED = {c['compared']!r}",
         f"NOTE = {c['note']!r}", f"PROGRAM = {program.text()!r}",
         f"GOT_LABEL = {got_label.format(**fill)!r}", f"REFERENCE_LABEL = {ref_label.format(**fill)!r}",
@@ -652,9 +662,12 @@ def script(framework: str, program: Program, point: Point, check: dict, extra_op
         constants.append(f"EXPECTED = {_leaf_dict(c['expected'], c['compared'])}")
     if c["kind"] == "forward":
         constants.append(f"EXPECTED = {_literal(c['expected'])}")
+    guard = ('def no_device(why):\n    """The check\'s device is not on this machine: it cannot run here (exit 2)."""\n'
+             '    print(f"{FRAMEWORK}: {DEVICE_NAME} is not available here ({why})")\n'
+             '    print("the check could not run (exit 2)")\n    sys.exit(2)')
     measure = f'def measure():\n    """(got, reference) of the check."""\n    return {got_code}, {ref_code}'
     parts = [_docstring(header), "import sys\nimport traceback\n\nimport numpy as np\n" + preamble,
-             spec["setup"], "\n".join(constants), _program_code(program), definitions, spec["code"].strip(),
+             spec["setup"], "\n".join(constants), _program_code(program), definitions, guard, spec["code"].strip(),
              measure, _DRIVER.strip()]
     text = "\n\n\n".join(p.strip("\n") for p in parts if p.strip()) + "\n"
     return re.sub(r"\n{4,}", "\n\n\n", text)

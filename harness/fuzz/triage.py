@@ -46,23 +46,26 @@ class Verdict:
 
 def signature(record: dict) -> tuple:
     """What makes two failing records the same divergence, whatever the program: the check, the
-    framework (and the other one), dtype and mode. Leaf names are not in it: minimisation renames."""
-    return (record["check"], record["framework"], record.get("other_framework"), record["dtype"], record["mode"])
+    framework (and the other one), dtype, mode and device. Leaf names are not in it: minimisation
+    renames."""
+    return (record["check"], record["framework"], record.get("other_framework"), record["dtype"], record["mode"],
+            record.get("device") or "cpu")
 
 
 def _reference_errors(records: list) -> dict:
-    """(case, dtype, mode, param) -> {framework: max abs error of its reference record}."""
+    """(case, device, dtype, mode, param) -> {framework: max abs error of its reference record}."""
     out: dict = {}
     for r in records:
         if r["check"] == "reference" and r.get("max_abs_err") is not None and r["verdict"] in ("pass",) + DIVERGING:
-            out.setdefault((r["case"], r["dtype"], r["mode"], r["param"]), {})[r["framework"]] = r["max_abs_err"]
+            key = (r["case"], r.get("device"), r["dtype"], r["mode"], r["param"])
+            out.setdefault(key, {})[r["framework"]] = r["max_abs_err"]
     return out
 
 
 def _shared_nan(record: dict, records: list) -> bool:
     """Every framework's record of this check and setting is NaN (none passes, none diverges)."""
-    same = [r for r in records if (r["case"], r["check"], r["dtype"], r["mode"], r["param"]) ==
-            (record["case"], record["check"], record["dtype"], record["mode"], record["param"])]
+    fields = ("case", "check", "device", "dtype", "mode", "param")
+    same = [r for r in records if all(r.get(f) == record.get(f) for f in fields)]
     frameworks = {r["framework"] for r in same} | {r.get("other_framework") for r in same} - {None}
     return record["verdict"] == "nan" and len(frameworks) > 1 and all(r["verdict"] == "nan" for r in same)
 
@@ -102,7 +105,8 @@ def judge(record: dict, records: list, known: dict | None = None) -> Verdict:
         return Verdict("apart", APART_CAUSES[cause], record.get("message", ""))
     if _shared_nan(record, records) or (record["check"] == "pairwise" and _all_nan(record, records)):
         return Verdict("apart", "shared-nan", "NaN/inf alike in every framework")
-    loss = known["losses"].get((record["case"], record["framework"], record["dtype"], record["mode"]))
+    loss = known["losses"].get((record["case"], record["framework"], record.get("device"), record["dtype"],
+                                record["mode"]))
     if loss is not None and (record.get("max_abs_err") or 0.0) <= RESOLUTION * abs(loss):
         return Verdict("dropped", "below-resolution",
                        f"error {record.get('max_abs_err'):.3g} is {RESOLUTION:g} of the loss ({loss:.3g}) or less")
@@ -126,13 +130,13 @@ def _within_tolerance(record: dict) -> bool:
 
 
 def _loss_values(records: list) -> dict:
-    """(case, framework, dtype, mode) -> the loss value, from the forward records."""
+    """(case, framework, device, dtype, mode) -> the loss value, from the forward records."""
     out = {}
     for r in records:
         if r["check"] == "forward" and r.get("got") is not None:
-            out[(r["case"], r["framework"], r["dtype"], r["mode"])] = r["got"]
+            out[(r["case"], r["framework"], r.get("device"), r["dtype"], r["mode"])] = r["got"]
             if r.get("other_framework") and r.get("expected") is not None:
-                out[(r["case"], r["other_framework"], r["dtype"], r["mode"])] = r["expected"]
+                out[(r["case"], r["other_framework"], r.get("device"), r["dtype"], r["mode"])] = r["expected"]
     return out
 
 
@@ -142,7 +146,7 @@ def _floor(record: dict, floors: dict):
     or a floor only the record's own framework gives)."""
     if record["dtype"] == "float64" or record["check"] not in ("reference", "pairwise", "compiled"):
         return None
-    errors = floors.get((record["case"], record["dtype"], record["mode"], record["param"]), {})
+    errors = floors.get((record["case"], record.get("device"), record["dtype"], record["mode"], record["param"]), {})
     if record["check"] == "pairwise":
         sides = [errors.get(record["framework"]), errors.get(record.get("other_framework"))]
         return None if None in sides else sides[0] + sides[1]
