@@ -156,8 +156,8 @@ def test_a_gpu_findings_scripts_run_on_its_gpu_against_the_cpu_float64_reference
     asked = []
 
     class Batch:
-        def gradients(self, case, framework, dtype, mode, device="cpu"):
-            asked.append((framework, dtype, mode, device))
+        def gradients(self, case, framework, dtype, mode, device="cpu", precision="default"):
+            asked.append((framework, dtype, mode, device) + (() if precision == "default" else (precision,)))
             return {"x0": np.ones(3)}
 
     class Found:
@@ -172,6 +172,12 @@ def test_a_gpu_findings_scripts_run_on_its_gpu_against_the_cpu_float64_reference
     checks = checks_for(Found, np.random.default_rng(0))
     assert {c["device"] for c in checks.values()} == {"cuda:0"}
     assert asked == [("torch", "float32", "eager", "cuda:0"), ("jax", "float32", "eager", "cuda:0")]
+    # a divergence under --precision highest: its scripts set full float32, its arrays are that run's
+    Found.record = dict(Found.record, precision="highest")
+    asked.clear()
+    checks = checks_for(Found, np.random.default_rng(0))
+    assert {c["precision"] for c in checks.values()} == {"highest"}
+    assert asked == [("torch", "float32", "eager", "cuda:0", "highest"), ("jax", "float32", "eager", "cuda:0", "highest")]
 
 
 def test_the_judges_conventions_and_precision_causes_are_not_findings():

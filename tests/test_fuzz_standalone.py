@@ -209,3 +209,16 @@ def test_a_check_device_is_cpu_cuda_or_cuda_n():
     assert "DEVICE_NAME = 'cuda:0'" in script("torch", SIN, _at(SIN), _check("fd", device="cuda"))
     with pytest.raises(ValueError, match="device 'tpu'"):
         script("torch", SIN, _at(SIN), _check("fd", device="tpu"))
+    with pytest.raises(ValueError, match="precision 'high'"):
+        script("torch", SIN, _at(SIN), _check("fd", precision="high"))
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_a_highest_precision_check_sets_full_float32_in_its_script(tmp_path, framework):
+    """A divergence under --precision highest is reproduced under full float32, as the worker ran
+    it (TF32 and bf16 passes off); the script still runs where there is no GPU to use them."""
+    code, out = _run(tmp_path, framework, MATMUL, _at(MATMUL),
+                     _check("compiled", atol=1e-10, rtol=1e-10, precision="highest"))
+    assert code == 0, out
+    text = (tmp_path / SCRIPT_NAMES[framework]).read_text()
+    assert "PRECISION = 'highest'" in text and "full float32 (--precision highest)" in text

@@ -53,11 +53,14 @@ class Batch:
     def failing(self, name: str) -> list:
         return [r for r in self.records if r["case"] == name]
 
-    def gradients(self, name: str, framework: str, dtype: str, mode: str, device: str = "cpu") -> dict:
+    def gradients(self, name: str, framework: str, dtype: str, mode: str, device: str = "cpu",
+                  precision: str = "default") -> dict:
         """The gradient arrays one task computed (leaf -> float64 array); {} when it has none."""
-        want = (name, framework, device, dtype, mode)
+        want = (name, framework, device, dtype, mode, precision)
         for row in read_observations(self.run_dir / "observations.jsonl"):
-            if (row["case"], row["framework"], row.get("device", "cpu"), row["dtype"], row["mode"]) == want:
+            got = (row["case"], row["framework"], row.get("device", "cpu"), row["dtype"], row["mode"],
+                   row.get("precision", "default"))
+            if got == want:
                 return Observation(row, self.run_dir / "arrays").grads if row.get("status") == "ok" else {}
         return {}
 

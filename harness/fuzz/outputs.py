@@ -27,9 +27,9 @@ _RECORD_FIELDS = ("check", "framework", "other_framework", "device", "dtype", "m
 def checks_for(finding, rng) -> dict:
     """framework -> the standalone script's check for each framework the finding involves."""
     r = finding.record
-    device = r.get("device") or "cpu"
+    device, precision = r.get("device") or "cpu", r.get("precision") or "default"
     base = {"dtype": r["dtype"], "mode": r["mode"], "param": r["param"], "atol": float(r["atol"] or 0.0),
-            "rtol": float(r["rtol"] or 0.0), "device": device,
+            "rtol": float(r["rtol"] or 0.0), "device": device, "precision": precision,
             "note": f"harness fuzz {finding.id}: {r.get('message') or r['check']}"}
     fw, other = r["framework"], r.get("other_framework")
     kind = r["check"]
@@ -45,8 +45,8 @@ def checks_for(finding, rng) -> dict:
         return {fw: {**base, "kind": "reference", "expected": _lists(expected),
                      "other": f"{fw} float64 eager cpu"}} if expected else {}
     if kind == "pairwise":
-        a = finding.batch.gradients(finding.case, fw, r["dtype"], r["mode"], device)
-        b = finding.batch.gradients(finding.case, other, r["dtype"], r["mode"], device)
+        a = finding.batch.gradients(finding.case, fw, r["dtype"], r["mode"], device, precision)
+        b = finding.batch.gradients(finding.case, other, r["dtype"], r["mode"], device, precision)
         if not (a and b):
             return {}
         return {fw: {**base, "kind": "pairwise", "expected": _lists(b), "other": other},

@@ -232,6 +232,15 @@ _FRAMEWORKS = {
     # uses: module-level names of the adapter the snippet needs; setup: right after the imports
     "torch": {"uses": ("torch", "_DTYPES"), "setup": "", "version": "torch.__version__", "code": '''
 DEVICE = torch.device(DEVICE_NAME)
+if PRECISION == "highest":   # as `harness run --precision highest`: float32 matmuls and convs in IEEE float32
+    if hasattr(torch.backends.cuda.matmul, "fp32_precision"):   # torch >= 2.9 refuses the legacy flags beside it
+        torch.backends.cuda.matmul.fp32_precision = "ieee"
+        torch.backends.cudnn.conv.fp32_precision = "ieee"
+        torch.backends.cudnn.rnn.fp32_precision = "ieee"
+    else:
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
+        torch.set_float32_matmul_precision("highest")
 if DEVICE_KIND == "cuda" and torch.cuda.device_count() <= DEVICE_INDEX:
     no_device(f"torch sees {torch.cuda.device_count()} CUDA device(s)")
 
@@ -272,6 +281,8 @@ try:
 except Exception as exc:  # no GPU backend (RuntimeError, or an assert in a CPU-only jaxlib)
     no_device(f"{type(exc).__name__}: {exc}")
 jax.config.update("jax_default_device", DEVICE)
+if PRECISION == "highest":   # as `harness run --precision highest`: no TF32 or bf16 passes in float32 dots
+    jax.config.update("jax_default_matmul_precision", "highest")
 
 
 def native(a, dtype):
@@ -304,6 +315,8 @@ DEVICE = f"/GPU:{DEVICE_INDEX}" if DEVICE_KIND == "cuda" else "/CPU:0"
 # soft placement would run a missing GPU's ops on the CPU and report that as the GPU's result
 if DEVICE_KIND == "cuda" and len(tf.config.list_physical_devices("GPU")) <= DEVICE_INDEX:
     no_device(f"tensorflow sees {len(tf.config.list_physical_devices('GPU'))} GPU(s)")
+if PRECISION == "highest":   # as `harness run --precision highest`
+    tf.config.experimental.enable_tensor_float_32_execution(False)
 ZERO = tf.UnconnectedGradients.ZERO
 
 
@@ -543,7 +556,7 @@ def _leaf_dict(values: dict, order) -> str:
 def _check(program: Program, check: dict) -> dict:
     """The check with its defaults, validated; embedded arrays reshaped to the leaves' shapes."""
     shapes = program.shapes()
-    c = {"mode": "eager", "param": "*", "note": "", "device": "cpu", **check}
+    c = {"mode": "eager", "param": "*", "note": "", "device": "cpu", "precision": "default", **check}
     if c.get("kind") not in KINDS:
         raise ValueError(f"check kind {c.get('kind')!r} is not one of {', '.join(KINDS)}")
     if c.get("dtype") not in DTYPES:
@@ -559,6 +572,8 @@ def _check(program: Program, check: dict) -> dict:
     if not re.fullmatch(r"cpu|cuda(:\d+)?", str(c["device"])):
         raise ValueError(f"check device {c['device']!r} is not cpu, cuda or cuda:N")
     c["device"] = "cuda:0" if c["device"] == "cuda" else c["device"]
+    if c["precision"] not in ("default", "highest"):
+        raise ValueError(f"check precision {c['precision']!r} is not default or highest")
 
     def leaf_arrays(values, what, fill=None):
         values = values if isinstance(values, dict) else {c["param"]: values}
@@ -617,7 +632,8 @@ def script(framework: str, program: Program, point: Point, check: dict, extra_op
     """A standalone script that reproduces (exit 1) or not (exit 0) one check of ``program`` at
     ``point`` in ``framework``; exit 2 where the check cannot run. ``check``: kind (KINDS), dtype,
     mode, param (a leaf or "*"), atol, rtol; direction (jvp), expected (reference, pairwise,
-    forward), other (pairwise), note, device ("cpu", "cuda" (cuda:0) or "cuda:N", default cpu)."""
+    forward), other (pairwise), note, device ("cpu", "cuda" (cuda:0) or "cuda:N", default cpu),
+    precision ("default": the framework's float32 policy, or "highest": full float32)."""
     if framework not in _FRAMEWORKS:
         raise ValueError(f"no standalone scripts for {framework!r} (known: {', '.join(_FRAMEWORKS)})")
     spec, c = _FRAMEWORKS[framework], _check(program, check)
@@ -638,7 +654,8 @@ def script(framework: str, program: Program, point: Point, check: dict, extra_op
     fill = {"dtype": c["dtype"], "mode": c["mode"], "other": c.get("other", "")}
     exit_line = "exit 1 when the divergence reproduces, 0 when it does not, 2 when the check cannot run."
     header = (f"Standalone repro: {c['kind']} check of a generated program in {framework} "
-              f"({c['dtype']}, {c['mode']}, {c['device']}).\n{exit_line}\n"
+              f"({c['dtype']}, {c['mode']}, {c['device']}"
+              + (", full float32 (--precision highest)" if c["precision"] == "highest" else "") + f").\n{exit_line}\n"
               + (f"\n{c['note']}\n" if c["note"] else "")
               + "\n" + textwrap.indent(program.text(), "    ") + "\n\n"
               f"got: {got_label.format(**fill)}\nreference: {ref_label.format(**fill)}\n"
@@ -648,7 +665,8 @@ def script(framework: str, program: Program, point: Point, check: dict, extra_op
         f"FRAMEWORK = {framework!r}", f"VERSION = {spec['version']}", f"KIND = {c['kind']!r}",
         f"DTYPE = {c['dtype']!r}", f"MODE = {c['mode']!r}", f"COMPILED = {c['mode'] == 'compiled'!r}",
         f"DEVICE_NAME = {c['device']!r}", f"DEVICE_KIND = {c['device'].split(':')[0]!r}",
-        f"DEVICE_INDEX = {int(c['device'].split(':')[1]) if ':' in c['device'] else 0}", f"ATOL = {_literal(float(c['atol']))}",
+        f"DEVICE_INDEX = {int(c['device'].split(':')[1]) if ':' in c['device'] else 0}",
+        f"PRECISION = {c['precision']!r}", f"ATOL = {_literal(float(c['atol']))}",
         f"RTOL = {_literal(float(c['rtol']))}", f"COMPARED = {c['compared']!r}",
         f"NOTE = {c['note']!r}", f"PROGRAM = {program.text()!r}",
         f"GOT_LABEL = {got_label.format(**fill)!r}", f"REFERENCE_LABEL = {ref_label.format(**fill)!r}",
