@@ -77,6 +77,28 @@ def test_precision_policy_cause_from_recorded_policy(tmp_path):
     assert all("rerun with --precision default,highest" in r["message"] for r in bad)
 
 
+def test_a_gpu_forward_mode_off_at_float32_level_where_the_cpu_agrees_is_precision_loss(tmp_path):
+    """JAX's max-pool JVP on a GPU rounds float64 to 32 bits (2.4e-8 on an H200): the same check
+    passes on the CPU, so the rule is right and the device's kernel loses precision. An O(1) error,
+    or one the CPU shares, stays an autodiff bug."""
+    g = {"w": np.linspace(1, 2, 4)}
+
+    def jvp_rows(gpu_tangent, cpu_tangent=0.173):
+        # the H200's figures: <dL/dx, v> = 0.173, the gradient's scale 1.95, float64 tolerance 1e-9 + 1e-7
+        cpu, gpu = _obs(tmp_path, "jax", g), _obs(tmp_path, "jax", g, device="cuda:0")
+        cpu["jvp"] = {"tangent": cpu_tangent, "expected": 0.173, "scale": 1.95}
+        gpu["jvp"] = {"tangent": gpu_tangent, "expected": 0.173, "scale": 1.95}
+        return build_records([cpu, gpu], {}, tmp_path)
+
+    (rec,) = _failing(jvp_rows(0.173 - 4.7e-8), check="jvp")
+    assert rec["device"] == "cuda:0" and rec["cause"] == "precision-loss", rec
+    assert "passes on the CPU" in rec["message"] and "2.4e-08" in rec["message"]
+    (wrong,) = _failing(jvp_rows(0.5), check="jvp")
+    assert wrong["cause"] == "ad-bug"
+    both = _failing(jvp_rows(0.173 - 4.7e-8, cpu_tangent=0.173 - 4.7e-8), check="jvp")
+    assert [r["cause"] for r in both] == ["ad-bug", "ad-bug"]
+
+
 # ---- causes: precision-loss, NaN at a kink, symmetric conventions, different functions -------------------
 def _fd_obs(tmp_path, fw, grads, *, estimate=None, nondiff=None, left=None, right=None, noise=1e-16, value=1.0):
     """A float64 reference observation with full finite differences."""

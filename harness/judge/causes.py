@@ -45,6 +45,7 @@ def label(records: list, observations: list, cases: dict) -> None:
     ev = _evidence(records, observations, cases)
     for rec in records:
         _symmetric_input(rec, ev)
+        _device_precision_loss(rec, ev)
         # a cause already established (ad-bug, nondiff-convention, nondeterminism, nan-propagation,
         # framework-error, custom-gradient: each given where its evidence is) stands
         if rec["verdict"] in ("diverge", "nan") and not rec.get("cause"):
@@ -65,6 +66,7 @@ class _Evidence:
     lossy: set            # _lossy_references
     forward: dict         # pair key -> the pair's forward record
     off_reference: set    # one gradient off its own float64 reference
+    cpu_pass: set         # record keys (device left out) of the checks that pass on the CPU
 
 
 def _evidence(records: list, observations: list, cases: dict) -> _Evidence:
@@ -87,7 +89,8 @@ def _evidence(records: list, observations: list, cases: dict) -> _Evidence:
         lossy=_lossy_references(records),
         forward={_pair_key(r): r for r in records if r["check"] == "forward"},
         off_reference={record_key(r, drop=_ONE_GRADIENT) for r in records
-                       if r["check"] == "reference" and r["verdict"] == "diverge"})
+                       if r["check"] == "reference" and r["verdict"] == "diverge"},
+        cpu_pass={record_key(r, drop=("device",)) for r in records if r["device"] == "cpu" and r["verdict"] == "pass"})
 
 
 def _symmetric_input(rec: dict, ev: _Evidence) -> None:
@@ -97,6 +100,24 @@ def _symmetric_input(rec: dict, ev: _Evidence) -> None:
         rec["message"] = (f"{rec['framework']} treats a matrix input as symmetric (see its fd check): its forward "
                           "mode moves along the non-symmetric tangent, its reverse mode returns the symmetric "
                           "gradient")
+
+
+def _device_precision_loss(rec: dict, ev: _Evidence) -> None:
+    """A float64 forward-mode (or HVP) 'autodiff bug' on an accelerator, at float32's level, where
+    the same check of the same framework passes on the CPU: the derivative rule is right (the CPU
+    shows it) and a kernel of that device computes it in reduced precision. JAX's GPU lowering of
+    max pooling's JVP (select_and_gather_add) is one: it packs each float64 (value, tangent) pair
+    into 64 bits, rounding both to 32, where the CPU uses a variadic reduce-window."""
+    if rec["check"] not in ("jvp", "hvp") or rec.get("cause") != "ad-bug" or rec["dtype"] != "float64" \
+            or rec["device"] == "cpu" or not _in_tier(rec):
+        return
+    if record_key(rec, drop=("device",)) not in ev.cpu_pass:
+        return
+    rec["cause"] = "precision-loss"
+    rec["message"] = (f"{rec['framework']}'s float64 {rec['check']} on {rec['device']} is {rec['max_rel_err']:.1e} "
+                      f"(of its scale) off, at float32's level, where the same check passes on the CPU: a "
+                      f"{rec['device']} kernel computes this derivative in reduced precision, the rule itself "
+                      "is right")
 
 
 def _name_cause(rec: dict, ev: _Evidence) -> None:
