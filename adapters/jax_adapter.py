@@ -318,7 +318,9 @@ class JaxAdapter(Adapter):
         why = ""
         for backend in ("gpu", "cuda"):
             try:
-                return jax.devices(backend)[0]
+                found = jax.devices(backend)
+                if found:
+                    return found[0]
             except Exception as exc:  # noqa: BLE001 - a CPU-only jaxlib under JAX_PLATFORMS=cuda fails an
                 # assert inside xla_bridge rather than raising RuntimeError: either way, no GPU here
                 why = why or str(exc).strip().split("\n")[0]

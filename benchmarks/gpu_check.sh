@@ -8,13 +8,13 @@
 #   4. a short fuzz run over cpu and the GPU, eager and compiled;
 #   5. the ported models (GPT, ResNet, LSTM, and one planted port mistake) on cpu and the GPU;
 # then benchmarks/gpu_summary.py over all of it. Where there is no GPU everything runs on the CPU
-# (so the script is tested everywhere). Each step is bounded by what is left of the time: a step
-# stopped by it writes its partial report (the harness finishes on SIGTERM) and the summary names
-# what is missing.
+# (so the script can be tried anywhere). Each step is bounded by what is left of the time: a run or
+# fuzz step stopped by it writes its partial report (the harness finishes on SIGTERM, killing its
+# workers) and the summary names what is missing or stopped.
 #
 #   benchmarks/gpu_check.sh [OUT_DIR]        (default: $OUT, else reports/gpu-check)
 #
-# OUT_DIR gets at most five files (the device tool brings back eight): NAME.tar.gz, the whole
+# OUT_DIR gets four files (the device tool brings back eight, two folders deep): NAME.tar.gz, the whole
 # example folder NAME/ (NAME = the GPU's name and the date, e.g. h100-80gb-hbm3-2026-12-07) to
 # unpack under reports/examples/; and, to read at once, summary.md, report.md and gpu_check.log.
 set -uo pipefail
@@ -45,7 +45,11 @@ bounded() {
     fi
     local rc=$?
     [ -n "$to" ] && cat "$to" >> "$log"
-    echo "exit code $rc$([ $rc = 124 ] && echo ' (stopped by the time bound)')" >> "$log"
+    case $rc in
+        124) echo "exit code $rc (stopped by the time bound)" >> "$log" ;;
+        137) echo "exit code $rc (killed 30 s after the time bound)" >> "$log" ;;
+        *) echo "exit code $rc" >> "$log" ;;
+    esac
     return $rc
 }
 
@@ -58,7 +62,8 @@ else
     gpu="cpu"; device=cpu; devices=cpu; cuda=cpu
 fi
 slug="$(echo "$gpu" | sed 's/^NVIDIA //' | tr 'A-Z' 'a-z' | sed 's/[^a-z0-9]\{1,\}/-/g; s/^-//; s/-$//')"
-name="${GPU_CHECK_NAME:-$slug-$(date +%Y-%m-%d)}"
+# letters, digits, '.', '_' and '-' only: what the device tool brings back
+name="$(echo "${GPU_CHECK_NAME:-$slug-$(date +%Y-%m-%d)}" | sed 's/[^A-Za-z0-9._-]/-/g')"
 work="$(mktemp -d)"
 ex="$work/$name"
 mkdir -p "$ex"
@@ -73,7 +78,8 @@ bounded 60 "$python" -m harness run --cases gpu --frameworks jax --devices "$dev
 step "3. timing fidelity on $cuda"
 bounded 80 --to "$ex/timing_fidelity_$cuda.txt" "$python" benchmarks/timing_fidelity.py --device "$cuda"
 step "4. fuzz on $devices, eager and compiled"
-fuzz_budget=$(( deadline - SECONDS - 170 )); (( fuzz_budget > 60 )) && fuzz_budget=60
+# what is left after the port step's 100 s and fuzz's own 40 s of grace (step 6 is optional)
+fuzz_budget=$(( deadline - SECONDS - 140 )); (( fuzz_budget > 60 )) && fuzz_budget=60
 if (( fuzz_budget >= 20 )); then
     bounded $(( fuzz_budget + 40 )) "$python" -m harness fuzz --budget "${fuzz_budget}s" --devices "$devices" \
         --frameworks "$("$python" -c 'from adapters import FRAMEWORKS as F; print(",".join(f for f in ("torch", "jax") if F[f].installed()))')" \

@@ -57,7 +57,7 @@ def fidelity(folder: Path) -> list:
     for path in found:
         device = path.stem.split("_")[-1]
         text = path.read_text()
-        worst = re.search(r"max_deviation_pct=([\d.]+)", text)
+        worst = re.search(r"max_deviation_pct=(nan|[\d.]+)(.*)", text)
         for line in text.splitlines():
             m = re.match(r"(\S+)\s+(\S+)\s+on (.+?): harness ([\d.]+) ms, own tool ([\d.]+) ms, deviation ([\d.]+)%"
                          r" \(median over (.*?);", line)
@@ -67,8 +67,9 @@ def fidelity(folder: Path) -> list:
             m = re.match(r"(\S+)\s+not measured on \S+: (.*)", line)
             if m:
                 rows.append([device, m.group(1), "", "", "", "", "not measured", m.group(2)])
-        rows.append([device, "**max_deviation_pct**", "", "", "", "", f"**{worst.group(1)}**" if worst else
-                     "missing (the benchmark did not finish)", ""])
+        figure = ("missing (the benchmark did not finish)" if worst is None else
+                  "not measured" if worst.group(1) == "nan" else f"**{worst.group(1)}**")
+        rows.append([device, "**max_deviation_pct**", "", "", "", "", figure, worst.group(2).strip() if worst else ""])
     return lines + [table(rows, ["device", "framework", "mode", "on", "harness ms", "own tool ms", "deviation %",
                                  "rounds"]), ""]
 
@@ -103,7 +104,7 @@ def precision_policy(recs: list) -> list:
         twin = worst.get((case, fw, dev, mode, "highest"))
         labelled = [x for x in ref if (x["case"], x["framework"], x["device"], x["mode"], x["precision"]) ==
                     (case, fw, dev, mode, "default") and x.get("cause") == "precision-policy"]
-        confirmed = [x for x in labelled if "confirmed" in (x.get("message") or "")]
+        confirmed = [x for x in labelled if "; confirmed:" in (x.get("message") or "")]   # causes._confirm_policy
         verdict = ("confirmed" if labelled and len(confirmed) == len(labelled) else
                    f"{len(confirmed)} of {len(labelled)} confirmed" if labelled else
                    "within float32 (IEEE)" if r["max_rel_err"] <= IEEE_LEVEL else r["verdict"])

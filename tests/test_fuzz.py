@@ -135,10 +135,14 @@ def test_a_gpu_gradient_is_judged_against_the_noise_floor_on_its_own_device():
     """CPU vs GPU: a float32 GPU gradient is rounding only when it is within K times the best
     framework's float32 error on that GPU; the CPU's (smaller) floor must not excuse it, nor hide it."""
     gpu = _rec(framework="torch", device="cuda:0", err=3e-5)
-    cpu_only = [gpu, _rec(framework="jax", device="cpu", err=1e-6, verdict="pass")]
-    assert triage.judge(gpu, cpu_only).kind == "candidate"
-    with_gpu_floor = cpu_only + [_rec(framework="jax", device="cuda:0", err=1e-5, verdict="pass")]
-    assert triage.judge(gpu, with_gpu_floor).label == "precision-floor"
+    # a CPU float32 error of 1e-5 would excuse 3e-5 (within 10x) on the CPU: not on the GPU
+    cpu_floor = [gpu, _rec(framework="jax", device="cpu", err=1e-5, verdict="pass")]
+    assert triage.judge(gpu, cpu_floor).kind == "candidate"
+    gpu_floor = [gpu, _rec(framework="jax", device="cuda:0", err=1e-5, verdict="pass")]
+    assert triage.judge(gpu, gpu_floor).label == "precision-floor"
+    # and a GPU floor does not excuse a CPU error
+    cpu = _rec(framework="torch", err=3e-5)
+    assert triage.judge(cpu, [cpu, *gpu_floor[1:]]).kind == "candidate"
     # the same divergence on two devices is two signatures (and a finding names its device)
     assert triage.signature(gpu) != triage.signature(dict(gpu, device="cpu"))
     assert triage.signature(gpu)[5] == "cuda:0"
@@ -148,6 +152,21 @@ def test_a_gpu_gradient_is_judged_against_the_noise_floor_on_its_own_device():
     fine_cpu = [_rec(check="pairwise", dtype="float64", framework="jax", other=fw, verdict="pass")
                 for fw in ("torch", "tensorflow")]
     assert triage.judge(nan_gpu[0], nan_gpu + fine_cpu).label == "shared-nan"
+
+
+def test_a_gpu_divergence_is_its_own_finding_not_a_duplicate_of_the_cpus(tmp_path):
+    from harness.fuzz.driver import Finding, Fuzzer, FuzzSettings
+
+    program = Program((("x0", (2,)),), (Node("sin", ("x0",), ()),))
+    point = Point({"x0": np.zeros(2)}, np.ones(2))
+    cpu_rec, gpu_rec = _rec(device="cpu"), _rec(device="cuda:0")
+    fuzzer = Fuzzer(FuzzSettings(budget=1, frameworks=["torch"], dtypes=["float32"], modes=["eager"], out=tmp_path))
+    found = Finding("F001", triage.signature(cpu_rec), "reference", program, point, cpu_rec, None, "c", (1, 2))
+    fuzzer.outcome.findings.append(found)
+    assert fuzzer._covered(triage.signature(cpu_rec), "reference", program) is found
+    assert fuzzer._covered(triage.signature(gpu_rec), "reference", program) is None
+    gpu = Finding("F002", triage.signature(gpu_rec), "reference", program, point, gpu_rec, None, "c", (1, 2))
+    assert gpu.key != found.key
 
 
 def test_a_gpu_findings_scripts_run_on_its_gpu_against_the_cpu_float64_reference():

@@ -4,8 +4,11 @@ with a repro script that reproduces it; `kink`, a relu whose torch subgradient a
 0), differs only at the non-differentiable point and must never be a finding."""
 import importlib.util
 import json
+import os
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -132,7 +135,10 @@ def test_repro_writes_standalone_scripts_for_a_divergence_of_an_ordinary_run(tmp
     assert missing.returncode == 2 and missing.stderr.count("\n") == 1
 
 
-def test_ctrl_c_stops_the_fuzzer_cleanly_and_keeps_what_it_wrote(tmp_path):
+@pytest.mark.parametrize("signame", ["SIGINT", "SIGTERM"])
+def test_ctrl_c_or_a_job_limit_stops_the_fuzzer_cleanly_and_keeps_what_it_wrote(tmp_path, signame):
+    """Ctrl-C, or SIGTERM from a CI job's time limit (or `timeout`): fuzz.md says Interrupted, the
+    findings so far are written, the workers are gone, exit 128 + the signal."""
     import signal
     import time
 
@@ -144,14 +150,36 @@ def test_ctrl_c_stops_the_fuzzer_cleanly_and_keeps_what_it_wrote(tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "harness", "fuzz", "--budget", "5m", "--frameworks", "torch",
                              "--dtypes", "float64", "--modes", "eager", "--out", str(out), "--quiet"],
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    def worker_pids():
+        return [int(m) for log in out.glob("batches/*/run/logs/*.log") for m in re.findall(r"pid (\d+)", log.read_text())]
+
     deadline = time.monotonic() + 120
-    while not list(out.glob("batches/*/run/observations.jsonl")) and time.monotonic() < deadline:
+    while not worker_pids() and time.monotonic() < deadline:   # a worker is running
         time.sleep(0.5)
-    proc.send_signal(signal.SIGINT)
+    sig = getattr(signal, signame)
+    proc.send_signal(sig)
     stdout, stderr = proc.communicate(timeout=120)
-    assert proc.returncode == 130, stderr[-2000:]
+    assert proc.returncode == 128 + sig, stderr[-2000:]
     assert "Interrupted" in (out / "fuzz.md").read_text()
     assert (out / "findings.jsonl").exists() and "Traceback" not in stderr
+    # the workers (each in its own session, which `timeout` would not reach) were killed with it
+    pids = worker_pids()
+    assert pids
+    deadline = time.monotonic() + 15
+    while [p for p in pids if _alive(p)] and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not [p for p in pids if _alive(p)]
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:   # a zombie is dead: it only waits to be reaped
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return True
 
 
 def test_fuzzing_on_a_gpu_a_framework_cannot_use_says_so_and_still_finds_on_the_cpu(tmp_path):

@@ -74,6 +74,10 @@ def test_timing_fidelity_lines_and_a_stopped_run(tmp_path):
     assert _row(text, "cuda", "jax", "jit", "NVIDIA H100 80GB HBM3")[6] == "2.0"
     assert _row(text, "cuda", "**max_deviation_pct**")[6] == "**2.0**"
     assert _row(text, "cuda", "tensorflow")[6:] == ["not measured", "this tensorflow build sees no GPU"]
+    assert _row(text, "cuda", "**max_deviation_pct**")[7] == "(not measured: tensorflow)"
+    (tmp_path / "timing_fidelity_cpu.txt").write_text(
+        "torch      not measured on cpu: (planted)\nmax_deviation_pct=nan (not measured: torch)\n")
+    assert _row(_summary()(tmp_path), "cpu", "**max_deviation_pct**")[6] == "not measured"
     assert "Stopped by the time bound (SIGTERM): 3 of 8 tasks finished" in text
     assert _row(text, "gpt_port_ln_eps", "cuda:0", "float64", "default", "layer_forward")[5] == "transformer.h.0.ln_1"
     assert "Failing GPU records (not precision policy): **1**" in text

@@ -9,6 +9,7 @@ from adapters import FRAMEWORKS
 from harness.cli.commands import choose
 from harness.errors import UsageError
 from harness.plan import devices as device_discovery
+from harness.run.interrupts import signals_interrupt
 from harness.judge.tolerance import DTYPE_TOLERANCE
 
 COMMANDS = ("fuzz", "repro")
@@ -31,7 +32,8 @@ def add_commands(sub) -> None:
                     "nondeterminism, NaN alike everywhere, float32 rounding), confirm and minimise the rest. "
                     "Writes fuzz.md, findings.jsonl and per finding case.py and standalone repro_<fw>.py "
                     "scripts (exit 1 when they reproduce).",
-        epilog="exit codes: 0 no finding, 1 findings, 2 bad usage, 130 interrupted (what was found is written)")
+        epilog="exit codes: 0 no finding, 1 findings, 2 bad usage, 130/143/129 interrupted by SIGINT/SIGTERM/SIGHUP "
+               "(what was found is written)")
     fz.add_argument("--budget", default="10m", help="how long to fuzz: 10m, 90s, 1h (default: 10m)")
     fz.add_argument("--frameworks", default=None,
                     help=f"comma-separated, from {', '.join(FRAMEWORKS)} (default: every installed one)")
@@ -115,7 +117,8 @@ def run_fuzz(settings) -> int:
 
     Path(settings.out).mkdir(parents=True, exist_ok=True)
     progress = None if settings.quiet else _Progress()
-    outcome = Fuzzer(settings, progress).run()
+    with signals_interrupt():   # a job's time limit (SIGTERM) stops it as Ctrl-C does: findings so far written
+        outcome = Fuzzer(settings, progress).run()
     if progress is not None:
         progress.close()
     cases = {c.name: c for c in builtin_cases()}
@@ -136,7 +139,7 @@ def run_fuzz(settings) -> int:
             f"{'; '.join(row['text'].splitlines()[len(row['program']['params']):-1])}")
     say(f"report: {Path(settings.out) / 'fuzz.md'}")
     if outcome.interrupted:
-        return 130
+        return 128 + outcome.signal
     return 1 if rows else 0
 
 

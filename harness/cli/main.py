@@ -13,7 +13,6 @@ finishes it). A reader that closes stdout early (`| head`) ends output quietly.
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
 import time
 from pathlib import Path
@@ -28,6 +27,7 @@ from harness.judge import known
 from harness.judge.tolerance import DTYPE_TOLERANCE
 from harness.plan import devices as device_discovery
 from harness.run import cache
+from harness.run.interrupts import signals_interrupt
 from harness.run.local import Interrupted
 
 if TYPE_CHECKING:   # imported where used: `list` must not load the session machinery
@@ -239,7 +239,7 @@ def cmd_run(args, argv) -> int:
         for fw, hint in settings.missing.items():
             print(f"note: {fw} is not installed, its rows are skipped. Install: {hint}", file=sys.stderr)
         resume = None
-    with _signals_interrupt():
+    with signals_interrupt():
         run_dir, records, meta = session.execute(settings, resume=resume, progress=commands.progress_for(settings))
     return commands.finish(run_dir, records, meta, args)
 
@@ -309,33 +309,6 @@ def main(argv=None) -> int:
         where = f": {exc.filename}" if exc.filename else ""
         print(f"error: {exc.strerror or exc}{where}", file=sys.stderr)
         return 2
-
-
-class _signals_interrupt:
-    """While a run executes, SIGTERM and SIGHUP interrupt it the way Ctrl-C (SIGINT) does:
-    workers killed, partial report written, exit 128 + the signal."""
-
-    SIGNALS = tuple(s for s in (getattr(signal, "SIGTERM", None), getattr(signal, "SIGHUP", None)) if s)
-
-    def __enter__(self):
-        self.saved = {}
-        for sig in self.SIGNALS:
-            try:
-                if signal.getsignal(sig) == signal.SIG_IGN:  # e.g. SIGHUP under nohup: stays ignored
-                    continue
-                self.saved[sig] = signal.signal(sig, self._raise)
-            except (ValueError, OSError):  # not the main thread, or not on this OS
-                pass
-        return self
-
-    @staticmethod
-    def _raise(signum, frame):
-        raise Interrupted(signum)
-
-    def __exit__(self, *exc):
-        for sig, handler in self.saved.items():
-            signal.signal(sig, handler)
-        return False
 
 
 __all__ = ["MODES", "PRECISIONS", "RESUME_OPTIONS", "UsageError", "build_parser", "main", "resume_settings",

@@ -91,8 +91,9 @@ class Finding:
 
     @property
     def key(self) -> tuple:
-        """What deduplicates findings: the ops, the check, the frameworks, the cause."""
-        return (self.ops, self.signature[0], self.signature[1], self.signature[2], self.label)
+        """What deduplicates findings: the ops, the check, the frameworks, the cause, the device (a
+        GPU kernel's divergence is not the CPU's, whatever the ops share)."""
+        return (self.ops, self.signature[0], self.signature[1], self.signature[2], self.label, self.signature[5])
 
 
 @dataclass
@@ -116,6 +117,7 @@ class Outcome:
     not_run: Counter = field(default_factory=Counter)   # (framework, device, reason) -> tasks skipped
     seconds: float = 0.0
     interrupted: bool = False
+    signal: int = 2                  # the signal that interrupted it (SIGINT, SIGTERM, SIGHUP)
 
 
 def perturbed(program: Program, point: Point, rng, scale: float = 1e-3, numpy=None):
@@ -146,8 +148,9 @@ class Fuzzer:
         try:
             while self._room_for_a_round():
                 self._round()
-        except (KeyboardInterrupt, Interrupted):
+        except (KeyboardInterrupt, Interrupted) as exc:
             self.outcome.interrupted = True
+            self.outcome.signal = getattr(exc, "signum", 2)
         self.outcome.seconds = time.monotonic() - self.start
         self.outcome.discarded = self.generator.stats.discarded
         return self.outcome
@@ -176,7 +179,8 @@ class Fuzzer:
         folder = Path(self.s.out) / "batches" / f"{self.batch_count:03d}-{label}"
         # a worker's limit counts from its own start: workers (one per framework and device) run in
         # waves of --jobs
-        waves = -(-len(set(frameworks)) * len(set(devices)) // self.s.jobs)
+        # (the plan adds the CPU float64 reference to any device list)
+        waves = -(-len(set(frameworks)) * len(set(devices) | {"cpu"}) // self.s.jobs)
         return batches.run(folder, items, sorted(frameworks), _ordered(dtypes), _ordered(modes), seed=self.s.seed,
                            jobs=self.s.jobs, within=max(self.left(), 0.0) / waves + GRACE, extra_ops=self.s.extra_ops,
                            devices=_ordered(devices))
@@ -224,10 +228,11 @@ class Fuzzer:
         self._minimise(self._confirm(picked))
 
     def _covered(self, sig: tuple, label: str, program: Program):
-        """An earlier finding of this check and frameworks whose ops the program all has."""
+        """An earlier finding of this check, frameworks and device whose ops the program all has."""
         ops = set(program.ops())
         for f in self.outcome.findings:
-            if f.signature[:3] == sig[:3] and f.label == label and set(f.ops) <= ops:
+            same = f.signature[:3] == sig[:3] and f.signature[5] == sig[5]
+            if same and f.label == label and set(f.ops) <= ops:
                 return f
         return None
 

@@ -20,7 +20,7 @@ from harness.render.markdown import table
 from harness.store.records import atomic_write_text
 
 #: the fields of a record a finding keeps
-_RECORD_FIELDS = ("check", "framework", "other_framework", "device", "dtype", "mode", "param", "verdict", "cause",
+_RECORD_FIELDS = ("check", "framework", "other_framework", "device", "dtype", "mode", "precision", "param", "verdict", "cause",
                   "max_abs_err", "max_rel_err", "worst_index", "got", "expected", "atol", "rtol", "message")
 
 
@@ -80,13 +80,15 @@ def write_finding(folder: Path, finding, extra_ops: str | None = None) -> dict:
     device = r.get("device") or "cpu"
     devices = ["cpu"] + ([device] if device != "cpu" else [])
     return {"id": finding.id, "check": r["check"], "framework": r["framework"], "other_framework": r.get("other_framework"),
-            "device": device, "dtype": r["dtype"], "mode": r["mode"], "cause": finding.label, "ops": list(finding.ops),
+            "device": device, "dtype": r["dtype"], "mode": r["mode"], "precision": r.get("precision") or "default",
+            "cause": finding.label, "ops": list(finding.ops),
             "program": finding.program.to_json(), "point": finding.point.to_json(), "text": finding.program.text(),
             "record": {k: r.get(k) for k in _RECORD_FIELDS}, "size": list(finding.program.size()),
             "found_size": list(finding.original), "steps": finding.steps, "minimised": finding.minimised,
             "duplicates": finding.duplicates, "case_file": str(case_file), "scripts": scripts,
             "run": f"python -m harness run --cases {case_file} --frameworks {','.join(frameworks)} "
                    + (f"--devices {','.join(devices)} " if device != "cpu" else "")
+                   + ("--precision default,highest " if r.get("precision") == "highest" else "")
                    + f"--dtypes {','.join(dtypes)} --modes {','.join(modes)} --timing off"}
 
 
@@ -150,7 +152,7 @@ def render(summary: dict, rows: list) -> str:
               f"{', '.join(s['dtypes'])}; modes {', '.join(s['modes'])}; devices {', '.join(s.get('devices') or ['cpu'])}; "
               f"seed {s['seed']}.", ""]
     if summary.get("not_run"):
-        lines += ["**Not run** (these tasks were skipped or could not start; nothing was checked there):", "",
+        lines += ["**Not run** (these tasks were skipped: nothing was checked there):", "",
                   table([[g["framework"], g["device"], str(g["tasks"]), g["reason"]] for g in summary["not_run"]],
                         ["framework", "device", "tasks", "reason"]), ""]
     lines += [f"**{len(rows)} finding(s)**, unique and minimised, worst first. Each folder under `findings/` has "
@@ -159,7 +161,8 @@ def render(summary: dict, rows: list) -> str:
     for row in rows:
         r = row["record"]
         pair = f" vs {row['other_framework']}" if row["other_framework"] else ""
-        where = f" {row['device']}" if row.get("device", "cpu") != "cpu" else ""
+        where = (f" {row['device']}" if row.get("device", "cpu") != "cpu" else "") + \
+            (" (precision highest)" if row.get("precision") == "highest" else "")
         lines += [f"## {row['id']}: {row['check']} · {row['framework']}{pair} · {row['dtype']} {row['mode']}{where} · "
                   f"{row['cause']}", "", "```", row["text"], "```", "",
                   f"- at `{r['param']}`{list(r['worst_index']) if r.get('worst_index') else ''}: got "
