@@ -76,7 +76,7 @@ step "2. jax eager vs jit on $device"
 bounded 60 "$python" -m harness run --cases gpu --frameworks jax --devices "$device" --dtypes float32 \
     --modes eager,compiled --timing quick --out "$work/jit" --quiet
 step "3. timing fidelity on $cuda"
-bounded 80 --to "$ex/timing_fidelity_$cuda.txt" "$python" benchmarks/timing_fidelity.py --device "$cuda"
+bounded 120 --to "$ex/timing_fidelity_$cuda.txt" "$python" benchmarks/timing_fidelity.py --device "$cuda"
 step "4. fuzz on $devices, eager and compiled"
 # what is left after the port step's 100 s and fuzz's own 40 s of grace (step 6 is optional)
 fuzz_budget=$(( deadline - SECONDS - 140 )); (( fuzz_budget > 60 )) && fuzz_budget=60
@@ -93,7 +93,7 @@ bounded 100 "$python" -m harness run --cases gpt_port,resnet_port,lstm_port,gpt_
     --timing off --out "$work/port" --quiet
 if [ "$cuda" != cpu ] && (( deadline - SECONDS >= 70 )); then
     step "6. timing fidelity on cpu"
-    bounded 70 --to "$ex/timing_fidelity_cpu.txt" "$python" benchmarks/timing_fidelity.py --device cpu
+    bounded 100 --to "$ex/timing_fidelity_cpu.txt" "$python" benchmarks/timing_fidelity.py --device cpu
 fi
 
 step "collect"
