@@ -44,6 +44,21 @@ def _binary(fn):
     return staticmethod(lambda a, b: fn(_tensor(a, b), _tensor(b, a)))
 
 
+def _full_float32():
+    """--precision highest: float32 matmuls, convolutions and RNNs in IEEE float32 (no TF32); the
+    standalone repro scripts (harness.fuzz.standalone) carry this function as it is."""
+    # torch >= 2.9 has the fp32_precision API and refuses to mix it with the legacy flags.
+    cuda_matmul = torch.backends.cuda.matmul
+    if hasattr(cuda_matmul, "fp32_precision"):
+        cuda_matmul.fp32_precision = "ieee"
+        torch.backends.cudnn.conv.fp32_precision = "ieee"
+        torch.backends.cudnn.rnn.fp32_precision = "ieee"
+    else:
+        cuda_matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
+        torch.set_float32_matmul_precision("highest")
+
+
 class TorchOps(Ops):
     framework = "torch"
 
@@ -321,21 +336,8 @@ class TorchAdapter(Adapter):
             except RuntimeError:  # already set once in this process
                 pass
         if precision == "highest":
-            self._force_full_float32()
+            _full_float32()
         return self.precision_policy()
-
-    @staticmethod
-    def _force_full_float32():
-        # torch >= 2.9 has the fp32_precision API and refuses to mix it with the legacy flags.
-        cuda_matmul = torch.backends.cuda.matmul
-        if hasattr(cuda_matmul, "fp32_precision"):
-            cuda_matmul.fp32_precision = "ieee"
-            torch.backends.cudnn.conv.fp32_precision = "ieee"
-            torch.backends.cudnn.rnn.fp32_precision = "ieee"
-        else:
-            cuda_matmul.allow_tf32 = False
-            torch.backends.cudnn.allow_tf32 = False
-            torch.set_float32_matmul_precision("highest")
 
     def precision_policy(self) -> dict:
         cuda_matmul = torch.backends.cuda.matmul

@@ -28,6 +28,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from harness.render.markdown import table  # noqa: E402
+from harness.store.records import read_jsonl  # noqa: E402
 from harness.vocab import DIVERGING, FAILING  # noqa: E402
 
 #: a float32 gradient this close to float64 (relative) is IEEE float32 rounding, not a policy
@@ -35,9 +36,11 @@ IEEE_LEVEL = 1e-5
 
 
 def records(path: Path) -> list | None:
-    if not path.is_file():
-        return None
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return read_jsonl(path) if path.is_file() else None
+
+
+def run_meta(folder: Path) -> dict:
+    return json.loads((folder / "run.json").read_text()) if (folder / "run.json").is_file() else {}
 
 
 def _rel(value) -> str:
@@ -93,17 +96,19 @@ def precision_policy(recs: list) -> list:
     if not ref:
         return lines + ["no float32 reference records on a GPU", ""]
     worst: dict = {}
+    policy: dict = defaultdict(list)    # the precision-policy records of each setting
     for r in ref:
         key = (r["case"], r["framework"], r["device"], r["mode"], r["precision"])
         if key not in worst or r["max_rel_err"] > worst[key]["max_rel_err"]:
             worst[key] = r
+        if r.get("cause") == "precision-policy":
+            policy[key].append(r)
     rows = []
     for (case, fw, dev, mode, precision), r in sorted(worst.items()):
         if precision != "default":
             continue
         twin = worst.get((case, fw, dev, mode, "highest"))
-        labelled = [x for x in ref if (x["case"], x["framework"], x["device"], x["mode"], x["precision"]) ==
-                    (case, fw, dev, mode, "default") and x.get("cause") == "precision-policy"]
+        labelled = policy[(case, fw, dev, mode, precision)]
         confirmed = [x for x in labelled if "; confirmed:" in (x.get("message") or "")]   # causes._confirm_policy
         verdict = ("confirmed" if labelled and len(confirmed) == len(labelled) else
                    f"{len(confirmed)} of {len(labelled)} confirmed" if labelled else
@@ -145,9 +150,8 @@ def findings(recs: list, title: str) -> list:
     return lines
 
 
-def interrupted(folder: Path) -> list:
+def interrupted(meta: dict) -> list:
     """A run stopped by the time bound says how far it got."""
-    meta = json.loads((folder / "run.json").read_text()) if (folder / "run.json").is_file() else {}
     cut = meta.get("interrupted")
     return [f"**Stopped by the time bound ({cut['signal']}): {cut['finished']} of {cut['tasks']} tasks finished**; "
             "the rest are `skipped` run records.", ""] if cut else []
@@ -158,7 +162,7 @@ def counts(folder: Path, title: str) -> list:
     recs = records(folder / "results.jsonl")
     if recs is None:
         return lines + [f"missing: no {folder.name}/results.jsonl (the step did not run or timed out)", ""]
-    lines += interrupted(folder)
+    lines += interrupted(run_meta(folder))
     tally = Counter((r["check"], r["verdict"]) for r in recs)
     checks = sorted({c for c, _ in tally}, key=str)
     verdicts = ("pass",) + DIVERGING + ("error", "skipped")
@@ -205,7 +209,7 @@ def fuzzing(folder: Path) -> list:
 
 def summary(folder: Path) -> str:
     folder = Path(folder)
-    meta = json.loads((folder / "run.json").read_text()) if (folder / "run.json").is_file() else {}
+    meta = run_meta(folder)
     main = records(folder / "results.jsonl")
     names = sorted({f"{r['device']}: {r['device_name']}" for r in main or [] if r.get("device_name")})
     versions = sorted({f"{r['framework']} {r['framework_version']}" for r in main or [] if r.get("framework_version")})
@@ -217,7 +221,7 @@ def summary(folder: Path) -> str:
         lines += ["## Precision policy and CPU vs GPU", "", "missing: no results.jsonl (the main run did not finish)",
                   ""]
     else:
-        lines += interrupted(folder) + precision_policy(main) + cross_device(main)
+        lines += interrupted(meta) + precision_policy(main) + cross_device(main)
     lines += counts(folder / "jit", "JAX eager vs jit on the GPU")
     lines += fuzzing(folder / "fuzz")
     lines += counts(folder / "port", "Ported models, CPU and GPU")

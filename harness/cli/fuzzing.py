@@ -134,8 +134,7 @@ def run_fuzz(settings) -> int:
         + (" (interrupted)" if outcome.interrupted else ""))
     for row in rows:
         pair = f" vs {row['other_framework']}" if row["other_framework"] else ""
-        where = f" {row['device']}" if row["device"] != "cpu" else ""
-        say(f"  {row['id']} {row['check']} {row['framework']}{pair} {row['dtype']} {row['mode']}{where}: "
+        say(f"  {row['id']} {row['check']} {row['framework']}{pair} {outputs.setting(row)}: "
             f"{'; '.join(row['text'].splitlines()[len(row['program']['params']):-1])}")
     say(f"report: {Path(settings.out) / 'fuzz.md'}")
     if outcome.interrupted:

@@ -92,6 +92,12 @@ def write_finding(folder: Path, finding, extra_ops: str | None = None) -> dict:
                    + f"--dtypes {','.join(dtypes)} --modes {','.join(modes)} --timing off"}
 
 
+def setting(row: dict) -> str:
+    """A finding's dtype and mode, and its device and precision where they are not the defaults."""
+    return (f"{row['dtype']} {row['mode']}" + (f" {row['device']}" if row.get("device", "cpu") != "cpu" else "")
+            + (" (precision highest)" if row.get("precision") == "highest" else ""))
+
+
 def severity(row: dict) -> tuple:
     """Worst first: a wrong gradient at a smooth point before a difference between frameworks,
     then by relative error."""
@@ -161,9 +167,7 @@ def render(summary: dict, rows: list) -> str:
     for row in rows:
         r = row["record"]
         pair = f" vs {row['other_framework']}" if row["other_framework"] else ""
-        where = (f" {row['device']}" if row.get("device", "cpu") != "cpu" else "") + \
-            (" (precision highest)" if row.get("precision") == "highest" else "")
-        lines += [f"## {row['id']}: {row['check']} · {row['framework']}{pair} · {row['dtype']} {row['mode']}{where} · "
+        lines += [f"## {row['id']}: {row['check']} · {row['framework']}{pair} · {setting(row)} · "
                   f"{row['cause']}", "", "```", row["text"], "```", "",
                   f"- at `{r['param']}`{list(r['worst_index']) if r.get('worst_index') else ''}: got "
                   f"{_num(r['got'])}, expected {_num(r['expected'])} (abs err {_num(r['max_abs_err'])}, rel "
@@ -215,4 +219,4 @@ def _num(value) -> str:
     return "-" if value is None else f"{value:.6g}" if isinstance(value, float) else str(value)
 
 
-__all__ = ["checks_for", "render", "severity", "write", "write_finding"]
+__all__ = ["checks_for", "render", "setting", "severity", "write", "write_finding"]

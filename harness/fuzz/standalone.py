@@ -230,17 +230,10 @@ def bundle(framework: str, op_names, uses=()) -> str:
 
 _FRAMEWORKS = {
     # uses: module-level names of the adapter the snippet needs; setup: right after the imports
-    "torch": {"uses": ("torch", "_DTYPES"), "setup": "", "version": "torch.__version__", "code": '''
+    "torch": {"uses": ("torch", "_DTYPES", "_full_float32"), "setup": "", "version": "torch.__version__", "code": '''
 DEVICE = torch.device(DEVICE_NAME)
-if PRECISION == "highest":   # as `harness run --precision highest`: float32 matmuls and convs in IEEE float32
-    if hasattr(torch.backends.cuda.matmul, "fp32_precision"):   # torch >= 2.9 refuses the legacy flags beside it
-        torch.backends.cuda.matmul.fp32_precision = "ieee"
-        torch.backends.cudnn.conv.fp32_precision = "ieee"
-        torch.backends.cudnn.rnn.fp32_precision = "ieee"
-    else:
-        torch.backends.cuda.matmul.allow_tf32 = False
-        torch.backends.cudnn.allow_tf32 = False
-        torch.set_float32_matmul_precision("highest")
+if PRECISION == "highest":   # as `harness run --precision highest` (the adapter's own function, above)
+    _full_float32()
 if DEVICE_KIND == "cuda" and torch.cuda.device_count() <= DEVICE_INDEX:
     no_device(f"torch sees {torch.cuda.device_count()} CUDA device(s)")
 
