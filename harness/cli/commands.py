@@ -259,8 +259,6 @@ def failed(records, args, meta=None) -> bool:
     known upstream framework bug (an expected entry naming it: only its framework can fix it) does
     not keep the gate red; `new` fails on a failing check no expected entry explains, `vanished` on
     an expected entry the run no longer sees (run.json's "expected")."""
-    from harness.judge.known import is_new
-
     picked = fail_on_verdicts(args.fail_on)
     fails = gate(args.fail_on)
     if any(fails(r) for r in records if r.get("check") != "timing"):

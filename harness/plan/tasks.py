@@ -244,9 +244,10 @@ def chunk_groups(groups: dict, costs: dict, parts: int, min_cost: float = MIN_CH
         worth = int(group_cost[key] // min_cost) if min_cost > 0 else len(by_case)
         count = max(1, min(len(by_case), round(parts * group_cost[key] / total), worth))
         owner, loads = balance({name: cost_of(ts) for name, ts in by_case.items()}, count)
-        for k in range(count):
-            mine = [t for t in tasks if owner[t.case] == k]
-            chunks.append(Chunk(key, mine, k, count, loads[k]))
+        bins: list = [[] for _ in range(count)]
+        for t in tasks:
+            bins[owner[t.case]].append(t)
+        chunks += [Chunk(key, mine, k, count, loads[k]) for k, mine in enumerate(bins)]
     return sorted(chunks, key=lambda c: -c.cost)
 
 

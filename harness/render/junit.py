@@ -42,7 +42,7 @@ import xml.etree.ElementTree as ET
 from collections import defaultdict
 
 from harness.render.selection import describe, frameworks_of, sort_key
-from harness.vocab import DIVERGING, TASK_FIELDS, task_key
+from harness.vocab import FAILING, TASK_FIELDS, task_key
 
 #: what the classname of a testcase starts with (Jenkins' package)
 PACKAGE = "gradharness"
@@ -65,7 +65,7 @@ def render(records, meta: dict, seconds: dict | None = None, gated=None) -> str:
     task_seconds(observations), for the testcases' times; ``gated``: record -> does the run's gate
     fail on it (default: every diverge, nan and error). Deterministic."""
     records = [r for r in records if r.get("check") != "timing"]
-    gated = gated or (lambda r: r["verdict"] in DIVERGING or r["verdict"] == "error")
+    gated = gated or (lambda r: r["verdict"] in FAILING)
     seconds = seconds or {}
     groups = defaultdict(list)
     for r in records:
@@ -125,7 +125,7 @@ def _testcase(suite, key, records, seconds, gated) -> list:
     if seconds is not None:
         test.set("time", _seconds(seconds))
     records = sorted(records, key=sort_key)
-    bad = [r for r in records if r["verdict"] in DIVERGING or r["verdict"] == "error"]
+    bad = [r for r in records if r["verdict"] in FAILING]
     failing = [r for r in bad if r["verdict"] != "error" and gated(r)]
     errors = [r for r in bad if r["verdict"] == "error" and gated(r)]
     excused = [r for r in bad if not gated(r)]

@@ -12,8 +12,9 @@ the run: a cost, not a result, so nothing a run reports depends on it.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
+
+from harness.store.records import atomic_write_text
 
 FILE = "task-seconds.json"
 
@@ -63,9 +64,7 @@ def record(tasks, rows, cache_dir) -> None:
     path = Path(cache_dir) / FILE
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{FILE}.{os.getpid()}")
-        tmp.write_text(json.dumps(seen, sort_keys=True))
-        os.replace(tmp, path)
+        atomic_write_text(path, json.dumps(seen, sort_keys=True))
     except OSError:
         pass
 

@@ -277,8 +277,8 @@ class Runner:
         own_room = None
         if self.starts_workers and (lanes > 1 or self.quiet_dir) and quiet.SUPPORTED:
             if self.quiet_dir is None:
-                own_room = self.quiet_dir = tempfile.mkdtemp(prefix="gradharness-quiet-")
-            self.room = quiet.Room(self.quiet_dir)
+                own_room = tempfile.mkdtemp(prefix="gradharness-quiet-")
+            self.room = quiet.Room(self.quiet_dir or own_room)
         pool = ThreadPoolExecutor(lanes) if lanes > 1 else None
         try:
             if pool is None:
@@ -297,7 +297,7 @@ class Runner:
                 pool.shutdown(wait=True, cancel_futures=True)
             if own_room is not None:
                 shutil.rmtree(own_room, ignore_errors=True)
-                self.quiet_dir, self.room = None, None
+                self.room = None
 
     def stop(self) -> None:
         """Kill every live worker (with its process group); record nothing more but results
@@ -314,7 +314,7 @@ class Runner:
 
     def _start(self, framework, device, precision, log_path) -> Worker:
         worker = Worker(framework, device, precision, self.threads, log_path, self.memory_limit,
-                        self.quiet_dir if self.room is not None else None, self.cache_dir)
+                        self.room.path if self.room is not None else None, self.cache_dir)
         with self._lock:
             self._live.add(worker)
         if self._stopping.is_set():  # stop() ran while this worker was starting

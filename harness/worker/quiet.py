@@ -36,6 +36,8 @@ class Room:
     def __init__(self, path):
         self.path = Path(path)
         (self.path / "workers").mkdir(parents=True, exist_ok=True)
+        self._pauses: list = []     # the pauses read so far: the file only grows, so each call
+        self._read = 0              # parses the lines appended since the last (bytes consumed)
 
     def join(self, pid: int) -> None:
         (self.path / "workers" / str(pid)).touch()
@@ -77,17 +79,18 @@ class Room:
         """Seconds of other workers' windows inside [start, end] (perf_counter: one clock for every
         process on the machine), which a worker stopped meanwhile did not run for."""
         try:
-            text = (self.path / "pauses").read_text()
+            with open(self.path / "pauses", "rb") as fh:
+                fh.seek(self._read)
+                new = fh.read()
         except OSError:
-            return 0.0
-        total = 0.0
-        for line in text.splitlines():
-            try:
+            new = b""
+        complete = new[:new.rfind(b"\n") + 1]   # a line still being written waits for the next call
+        self._read += len(complete)
+        for line in complete.decode(errors="replace").splitlines():
+            with contextlib.suppress(ValueError):
                 a, b = (float(x) for x in line.split())
-            except ValueError:
-                continue
-            total += max(0.0, min(b, end) - max(a, start))
-        return total
+                self._pauses.append((a, b))
+        return float(sum(max(0.0, min(b, end) - max(a, start)) for a, b in self._pauses))
 
     def resume_all(self) -> None:
         """Continue every member (a timer died inside its window)."""
